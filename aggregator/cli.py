@@ -1,0 +1,152 @@
+"""The `certq` command line.
+
+    certq lookup T110105199003071239 --name 张伟     a readable card (or --json)
+    certq import records.csv --department mem --quarter 2026Q3
+    certq sources [--check]    certq recognition    certq demo    certq sandbox
+
+Exit codes of `certq lookup`: 0 valid; 1 not valid (expired, suspended, revoked, or another holder's);
+2 invalid input; 3 not found; 4 inconclusive (a source that could hold it did not answer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+import click
+from rich.console import Console
+
+from aggregator.config import ConfigError, Settings
+from aggregator.errors import describe
+from aggregator.models import Verdict
+from aggregator.render import catalogue_table, print_card, sources_table
+
+EXIT_VALID, EXIT_NOT_VALID, EXIT_INVALID_INPUT, EXIT_NOT_FOUND, EXIT_INCONCLUSIVE = 0, 1, 2, 3, 4
+VERDICT_EXIT = {
+    Verdict.VALID: EXIT_VALID,
+    Verdict.EXPIRED: EXIT_NOT_VALID,
+    Verdict.SUSPENDED: EXIT_NOT_VALID,
+    Verdict.REVOKED: EXIT_NOT_VALID,
+    Verdict.NAME_MISMATCH: EXIT_NOT_VALID,
+    Verdict.NOT_FOUND: EXIT_NOT_FOUND,
+    Verdict.INCONCLUSIVE: EXIT_INCONCLUSIVE,
+}
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def load_settings(config_dir: str | None) -> Settings:
+    try:
+        return Settings.load(config_dir)
+    except ConfigError as e:
+        err_console.print(f"[red]{e}[/red]")
+        sys.exit(describe(e).exit_code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+def main(verbose: int) -> None:
+    """certq: one place to check a vocational certificate (一网查询).
+
+    Looks a certificate number up in every department source that could hold it (uploaded quarterly
+    records and the departments' live endpoints) and answers with one verdict, the certificates, each
+    source's status and freshness, conflicts between sources, and what the certificate entitles its
+    holder to under the mutual-recognition catalogue.
+
+    Configuration: CERTQ_CONFIG_DIR (default: ./config), CERTQ_DATABASE_URL (default: SQLite at
+    CERTQ_DB_PATH or ./certq-data/certq.sqlite3), CERTQ_REDIS_URL (default: in-process cache).
+    """
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+@click.argument("number")
+@click.option("--name", help="The holder's name: checked against the records (姓名核对).")
+@click.option("--id-number", help="The holder's ID number, for sources queried by ID.")
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON answer instead of a card.")
+@click.option("--deadline", type=float, default=None, help="Seconds for the whole lookup (default 6).")
+@click.option("--db", "database_url", envvar="CERTQ_DATABASE_URL", help="Records database URL.")
+@click.option("--config-dir", envvar="CERTQ_CONFIG_DIR", help="Config directory.")
+def lookup(
+    number: str,
+    name: str | None,
+    id_number: str | None,
+    as_json: bool,
+    deadline: float | None,
+    database_url: str | None,
+    config_dir: str | None,
+) -> None:
+    """Look NUMBER up in every source that could hold it.
+
+    \b
+    Exit codes: 0 valid · 1 not valid (expired, suspended, revoked, name mismatch)
+                2 invalid input · 3 not found · 4 inconclusive (a source did not answer)
+    """
+    from aggregator.gateway import Gateway
+
+    settings = load_settings(config_dir)
+
+    async def run():
+        async with await Gateway.open(settings, database_url=database_url) as gw:
+            return await gw.lookup(number, name=name, id_number=id_number, deadline_s=deadline)
+
+    try:
+        answer = asyncio.run(run())
+    except Exception as e:  # noqa: BLE001 - every error goes through the one table
+        err = describe(e)
+        if as_json:
+            click.echo(f'{{"error": "{err.title}", "message": "{err.text}"}}')
+        else:
+            err_console.print(f"[red]{err.text}[/red]")
+        if err.exit_code >= 70:
+            logging.getLogger(__name__).exception("lookup failed")
+        sys.exit(err.exit_code)
+    if as_json:
+        click.echo(answer.model_dump_json(indent=2))
+    else:
+        print_card(console, answer)
+    sys.exit(VERDICT_EXIT[answer.verdict])
+
+
+@main.command()
+@click.option("--check", is_flag=True, help="Run each source's canary numbers and report ok / drifted / unreachable.")
+@click.option("--config-dir", envvar="CERTQ_CONFIG_DIR", help="Config directory.")
+def sources(check: bool, config_dir: str | None) -> None:
+    """List the configured sources (and check them with --check)."""
+    settings = load_settings(config_dir)
+    console.print(sources_table(settings))
+    if not check:
+        return
+    from aggregator.canary import run_check
+
+    reports = asyncio.run(run_check(settings))
+    bad = 0
+    for r in reports:
+        style = {"ok": "green", "skipped": "grey50"}.get(r.status, "red")
+        bad += r.status not in ("ok", "skipped")
+        console.print(f"[{style}]{r.source:16} {r.status:12}[/{style}] {r.detail}")
+    sys.exit(1 if bad else 0)
+
+
+@main.command()
+@click.option("--config-dir", envvar="CERTQ_CONFIG_DIR", help="Config directory.")
+def recognition(config_dir: str | None) -> None:
+    """Print the mutual-recognition catalogue (对应目录 entries 1-7)."""
+    console.print(catalogue_table(load_settings(config_dir).recognition))
+
+
+def _register_subcommands() -> None:
+    from aggregator.demo import demo_command
+    from aggregator.records.cli import import_command, uploads_group
+    from aggregator.sandbox.cli import sandbox_command
+
+    main.add_command(import_command, "import")
+    main.add_command(uploads_group, "uploads")
+    main.add_command(sandbox_command, "sandbox")
+    main.add_command(demo_command, "demo")
+
+
+_register_subcommands()

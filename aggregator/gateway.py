@@ -1,0 +1,213 @@
+"""The gateway: one lookup fanned out to every source that could hold the number, merged into one answer.
+
+    async with await Gateway.open(Settings.load()) as gw:
+        answer = await gw.lookup("T110105199003071239", name="张伟")
+
+Each source is asked in its own task, bounded by min(its timeout, what is left of the global deadline).
+The cache sits around each source call; the runner owns HTTP; uploaded records come from the store.
+A source that errs or runs out of time is reported as unavailable, never as not found.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from typing import Any
+
+from adapters.registry import build_adapter
+from aggregator.cache import SourceCache
+from aggregator.config import Settings, SourceConfig
+from aggregator.merge import build_answer
+from aggregator.models import Answer, Department, ErrorKind, Mode, Outcome, Query, SourceResult
+from aggregator.numbers import parse_number
+from aggregator.records.store import RecordStore
+from aggregator.resilience import ResilienceState
+from aggregator.routing import holder_id_for, route
+from aggregator.runner import Runner
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DEADLINE_S = 6.0
+GENERATION_MEMO_S = 1.0  # how long a department's import generation is trusted before asking the store again
+
+
+def _unavailable(source: SourceConfig, kind: ErrorKind, message: str, started: float) -> SourceResult:
+    return SourceResult(
+        source=source.id,
+        department=source.department,
+        mode=source.mode,
+        outcome=Outcome.UNAVAILABLE,
+        error_kind=kind,
+        message=message,
+        elapsed_ms=(time.monotonic() - started) * 1000,
+        fetched_at=datetime.now(UTC),
+    )
+
+
+class Gateway:
+    def __init__(
+        self,
+        settings: Settings,
+        store: RecordStore,
+        *,
+        cache: SourceCache | None = None,
+        runner: Runner | None = None,
+        resilience: ResilienceState | None = None,
+        deadline_s: float = DEFAULT_DEADLINE_S,
+        today: Callable[[], date] = date.today,
+        redis_client: Any = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.cache = cache or SourceCache.memory()
+        self.resilience = resilience or ResilienceState.memory()
+        self.runner = runner or Runner(breakers=self.resilience.breakers, limiters=self.resilience.limiters)
+        self.deadline_s = deadline_s
+        self.today = today
+        self._redis = redis_client
+        self._adapters = {
+            s.id: build_adapter(s) for s in settings.sources if s.enabled and s.mode != Mode.RECORDS
+        }
+        self._generations: dict[Department, tuple[float, int]] = {}
+
+    @classmethod
+    async def open(
+        cls,
+        settings: Settings,
+        *,
+        database_url: str | None = None,
+        redis_url: str | None = None,
+        **kw: Any,
+    ) -> Gateway:
+        """A gateway on the embedded defaults (SQLite, in-process cache) unless URLs say otherwise.
+
+        `database_url` defaults to CERTQ_DATABASE_URL, `redis_url` to CERTQ_REDIS_URL."""
+        store = await RecordStore.open(database_url)
+        redis_url = redis_url if redis_url is not None else os.environ.get("CERTQ_REDIS_URL")
+        if redis_url:
+            cache = SourceCache.from_url(redis_url)
+            client = cache.client
+            resilience = ResilienceState.redis(client)
+        else:
+            cache, client, resilience = SourceCache.memory(), None, ResilienceState.memory()
+        return cls(settings, store, cache=cache, resilience=resilience, redis_client=client, **kw)
+
+    async def __aenter__(self) -> Gateway:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self.runner.close()
+        await self.cache.close()
+        await self.store.close()
+
+    # --- one lookup -----------------------------------------------------------------------------
+
+    async def lookup(
+        self,
+        number: str,
+        *,
+        name: str | None = None,
+        id_number: str | None = None,
+        deadline_s: float | None = None,
+    ) -> Answer:
+        """Ask every source that could hold `number` and merge. Raises `numbers.NumberError` on bad input."""
+        started = time.monotonic()
+        classification = parse_number(number)
+        id_norm = None
+        if id_number and id_number.strip():
+            id_norm = parse_number(id_number).number
+        query = Query(number=classification.number, name=(name or "").strip() or None, id_number=id_norm)
+        deadline = started + (deadline_s if deadline_s is not None else self.deadline_s)
+
+        ask, skipped = route(self.settings.sources, classification, query)
+        tasks = [asyncio.create_task(self._ask(s, query, classification, deadline)) for s in ask]
+        results = list(await asyncio.gather(*tasks)) + skipped
+        order = {s.id: i for i, s in enumerate(self.settings.sources)}
+        results.sort(key=lambda r: order.get(r.source, 0))
+        return build_answer(
+            query,
+            classification,
+            results,
+            self.settings.recognition,
+            self.today(),
+            elapsed_ms=(time.monotonic() - started) * 1000,
+        )
+
+    async def _ask(self, source: SourceConfig, query: Query, classification: Any, deadline: float) -> SourceResult:
+        started = time.monotonic()
+        budget = min(source.timeout_s, deadline - started)
+        if budget <= 0:
+            return _unavailable(source, ErrorKind.TIMEOUT, "全局时限已到 (global deadline reached)", started)
+        try:
+            async with asyncio.timeout(budget):
+                if source.mode == Mode.LINK:
+                    return self._link(source, query, started)
+                if source.mode == Mode.RECORDS:
+                    holder_id = holder_id_for(query, classification)
+                    version = str(await self._generation(source.department))
+                    return await self.cache.fetch(
+                        source, query, lambda: self._ask_records(source, query, holder_id), version=version
+                    )
+                adapter = self._adapters[source.id]
+                return await self.cache.fetch(
+                    source,
+                    query,
+                    lambda: self.runner.run(source, adapter, query, deadline=started + budget),
+                )
+        except TimeoutError:
+            return _unavailable(source, ErrorKind.TIMEOUT, f"超时 {budget:.1f}s (timed out)", started)
+        except Exception as e:  # noqa: BLE001 - one source's failure must never fail the lookup
+            log.exception("source %s failed", source.id)
+            return _unavailable(source, ErrorKind.UPSTREAM_ERROR, f"{type(e).__name__}: {e}", started)
+
+    def _link(self, source: SourceConfig, query: Query, started: float) -> SourceResult:
+        link = self._adapters[source.id].link(query)
+        return SourceResult(
+            source=source.id,
+            department=source.department,
+            mode=source.mode,
+            outcome=Outcome.MANUAL,
+            link=link,
+            message=link.instructions,
+            elapsed_ms=(time.monotonic() - started) * 1000,
+        )
+
+    async def _ask_records(self, source: SourceConfig, query: Query, holder_id: str | None) -> SourceResult:
+        started = time.monotonic()
+        try:
+            hit = await self.store.find(source.department, number=query.number, id_number=holder_id)
+        except Exception as e:  # noqa: BLE001 - a broken store is an unavailable source, not "not found"
+            log.warning("records store failed for %s: %s", source.id, e)
+            return _unavailable(source, ErrorKind.UPSTREAM_ERROR, f"记录库不可用 (records store failed): {e}", started)
+        certs = hit.certificates
+        return SourceResult(
+            source=source.id,
+            department=source.department,
+            mode=source.mode,
+            outcome=Outcome.FOUND if certs else Outcome.NOT_FOUND,
+            certificates=certs,
+            message=f"上报批次 {hit.quarter}" if hit.quarter else None,
+            elapsed_ms=(time.monotonic() - started) * 1000,
+            fetched_at=datetime.now(UTC),
+            data_as_of=hit.data_as_of,
+        )
+
+    async def _generation(self, department: Department) -> int:
+        now = time.monotonic()
+        memo = self._generations.get(department)
+        if memo and now - memo[0] < GENERATION_MEMO_S:
+            return memo[1]
+        gen = await self.store.generation(department)
+        self._generations[department] = (now, gen)
+        return gen
+
+    def forget_generation(self, department: Department) -> None:
+        """Call after an import through this process so its cached answers are unreachable at once."""
+        self._generations.pop(department, None)

@@ -1,0 +1,237 @@
+"""Merge what every source said into one answer: the certificates, the conflicts, the verdict.
+
+Rules, in the order they apply:
+
+- The same certificate (department, number and, where one number covers several cards, the operation
+  item) from several sources is merged field by field. Where two sources give different values, the
+  conflict is listed and the merged certificate shows the value of the source with the freshest data
+  (a live site asked just now beats last quarter's upload); nothing is silently dropped.
+- With a name (or ID number) in the query, certificates of another holder do not count. If every
+  certificate found belongs to someone else, the verdict is `name_mismatch` and the recorded name is not
+  shown.
+- The verdict is the best status among the holder's certificates (valid > suspended > expired > revoked).
+- A source that could hold the number but did not answer makes the answer incomplete. Nothing found and
+  a source unavailable is `inconclusive`, never `not_found`.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections import defaultdict
+from datetime import UTC, date, datetime
+
+from aggregator.config import RecognitionCatalogue
+from aggregator.models import (
+    Answer,
+    Certificate,
+    CertStatus,
+    Conflict,
+    ConflictValue,
+    MergedCertificate,
+    Outcome,
+    Query,
+    QueryEcho,
+    SourceResult,
+    SourceStatus,
+    Verdict,
+)
+from aggregator.numbers import Classification
+from aggregator.recognition import recognise_all
+
+COMPARED_FIELDS = (
+    "holder_name",
+    "holder_id_number",
+    "gender",
+    "issuer",
+    "category",
+    "operation_item",
+    "items",
+    "level",
+    "issued_on",
+    "valid_from",
+    "valid_until",
+    "next_review_on",
+    "status",
+)
+
+# Which status decides the verdict when a holder has several certificates: the one closest to valid.
+_VERDICT_ORDER = (CertStatus.VALID, CertStatus.SUSPENDED, CertStatus.EXPIRED, CertStatus.REVOKED)
+_STATUS_VERDICT = {
+    CertStatus.VALID: Verdict.VALID,
+    CertStatus.SUSPENDED: Verdict.SUSPENDED,
+    CertStatus.EXPIRED: Verdict.EXPIRED,
+    CertStatus.REVOKED: Verdict.REVOKED,
+}
+_VERDICT_TEXT = {
+    Verdict.VALID: "证书合法有效 (the certificate is valid)",
+    Verdict.SUSPENDED: "证书被暂扣 (the certificate is suspended)",
+    Verdict.EXPIRED: "证书已过期 (the certificate has expired)",
+    Verdict.REVOKED: "证书已吊销/撤销/注销 (the certificate is revoked)",
+    Verdict.NOT_FOUND: "各数据源均未查到此证书 (no source holds this certificate)",
+    Verdict.NAME_MISMATCH: "证书存在，但持证人与所填姓名/身份证号不符 (the certificate exists but not for this holder)",
+    Verdict.INCONCLUSIVE: "无法得出结论 (no conclusion could be reached)",
+}
+_NAME_SEPARATORS = str.maketrans("", "", " \u3000·•・‧.")
+
+
+def normalise_name(name: str) -> str:
+    """Names compare after NFKC, without spaces and the middle dot of names such as 阿卜杜·热合曼."""
+    return unicodedata.normalize("NFKC", name).translate(_NAME_SEPARATORS).upper()
+
+
+def _field_text(value: object) -> str | None:
+    if value is None or value == []:
+        return None
+    if isinstance(value, list):
+        return "和".join(str(v) for v in value)
+    if isinstance(value, date):
+        return value.isoformat()
+    text = unicodedata.normalize("NFKC", str(getattr(value, "value", value))).strip()
+    return text or None
+
+
+def _freshness(result: SourceResult) -> datetime:
+    return result.data_as_of or result.fetched_at or datetime.min.replace(tzinfo=UTC)
+
+
+def merge_certificates(
+    results: list[SourceResult], today: date
+) -> tuple[list[MergedCertificate], list[Conflict]]:
+    groups: dict[tuple[str, str, str], list[tuple[SourceResult, Certificate]]] = defaultdict(list)
+    for r in results:
+        if r.outcome != Outcome.FOUND:
+            continue
+        for c in r.certificates:
+            groups[c.key()].append((r, c))
+
+    merged: list[MergedCertificate] = []
+    conflicts: list[Conflict] = []
+    for entries in groups.values():
+        entries.sort(key=lambda rc: _freshness(rc[0]), reverse=True)
+        chosen_result, chosen = entries[0]
+        data = chosen.model_dump()
+        for field in COMPARED_FIELDS:
+            values = [(r, _field_text(getattr(c, field))) for r, c in entries]
+            present = [(r, v) for r, v in values if v is not None]
+            if data.get(field) in (None, []) and present:
+                donor = next(c for r, c in entries if _field_text(getattr(c, field)) is not None)
+                data[field] = getattr(donor, field)
+            distinct = {v for _, v in present}
+            if len(distinct) > 1:
+                owner = chosen_result if _field_text(getattr(chosen, field)) is not None else present[0][0]
+                conflicts.append(
+                    Conflict(
+                        certificate=chosen.number,
+                        department=chosen.department,
+                        field=field,
+                        values=[ConflictValue(source=r.source, value=v, data_as_of=_freshness(r)) for r, v in present],
+                        chosen_source=owner.source,
+                        reason="采用数据最新的来源 (shown: the source with the freshest data)",
+                    )
+                )
+        m = MergedCertificate(**data, sources=sorted({r.source for r, _ in entries}))
+        m.effective = m.effective_status(today)
+        merged.append(m)
+    merged.sort(key=lambda m: (_VERDICT_ORDER.index(m.effective) if m.effective in _VERDICT_ORDER else 9, m.number))
+    return merged, conflicts
+
+
+def _holder_check(certs: list[MergedCertificate], query: Query) -> None:
+    """Set `name_matches` on each certificate: True / False, or None where nothing can be compared."""
+    if not query.name and not query.id_number:
+        return
+    for c in certs:
+        checks: list[bool] = []
+        if query.name and c.holder_name:
+            checks.append(normalise_name(query.name) == normalise_name(c.holder_name))
+        if query.id_number and c.holder_id_number:
+            checks.append(query.id_number == c.holder_id_number)
+        c.name_matches = all(checks) if checks else None
+
+
+def status_line(r: SourceResult) -> SourceStatus:
+    return SourceStatus(
+        source=r.source,
+        department=r.department,
+        mode=r.mode,
+        outcome=r.outcome,
+        found=len(r.certificates),
+        error_kind=r.error_kind,
+        message=r.message,
+        elapsed_ms=round(r.elapsed_ms, 1),
+        fetched_at=r.fetched_at,
+        data_as_of=r.data_as_of,
+        from_cache=r.from_cache,
+        stale=r.stale,
+        link=r.link,
+    )
+
+
+def build_answer(
+    query: Query,
+    classification: Classification,
+    results: list[SourceResult],
+    catalogue: RecognitionCatalogue,
+    today: date,
+    *,
+    elapsed_ms: float = 0.0,
+) -> Answer:
+    certs, conflicts = merge_certificates(results, today)
+    _holder_check(certs, query)
+    unavailable = [r for r in results if r.outcome == Outcome.UNAVAILABLE]
+    answered = [r for r in results if r.outcome in (Outcome.FOUND, Outcome.NOT_FOUND)]
+    manual = [r for r in results if r.outcome == Outcome.MANUAL]
+    complete = not unavailable
+
+    holders = [c for c in certs if c.name_matches is not False]
+    notes: list[str] = []
+    if certs and not holders:
+        verdict = Verdict.NAME_MISMATCH
+        # Do not reveal who the certificate belongs to.
+        for c in certs:
+            c.holder_name = None
+            c.holder_id_number = None
+        certs_shown = certs
+    elif holders:
+        best = next((s for s in _VERDICT_ORDER if any(c.effective == s for c in holders)), None)
+        verdict = _STATUS_VERDICT[best] if best else Verdict.INCONCLUSIVE
+        if best is None:
+            notes.append("证书状态不明 (the certificate's status is unknown)")
+        if any(c.name_matches is None for c in holders) and (query.name or query.id_number):
+            notes.append("部分数据源未记录持证人姓名，无法核对 (some sources record no holder name to compare)")
+        certs_shown = certs
+    elif unavailable or not answered:
+        verdict = Verdict.INCONCLUSIVE
+        certs_shown = []
+    else:
+        verdict = Verdict.NOT_FOUND
+        certs_shown = []
+
+    if unavailable:
+        names = "、".join(f"{r.source}({r.error_kind.value if r.error_kind else 'error'})" for r in unavailable)
+        notes.append(f"以下数据源暂不可用：{names} (sources unavailable: the answer may be incomplete)")
+    if manual and verdict in (Verdict.NOT_FOUND, Verdict.INCONCLUSIVE):
+        notes.append("可前往部门公开查询网站人工核实 (a person can check the public sites linked below)")
+    if classification.warnings:
+        notes.extend(classification.warnings)
+    reason = _VERDICT_TEXT[verdict] + ("；" + "；".join(notes) if notes else "")
+
+    recognitions = recognise_all(catalogue, [c for c in certs_shown if c.name_matches is not False], today)
+    return Answer(
+        query=QueryEcho(
+            number=query.number,
+            formats=classification.formats,
+            warnings=classification.warnings,
+            name_given=bool(query.name),
+            id_number_given=bool(query.id_number),
+        ),
+        verdict=verdict,
+        verdict_reason=reason,
+        complete=complete,
+        certificates=certs_shown,
+        sources=[status_line(r) for r in results],
+        conflicts=conflicts if verdict != Verdict.NAME_MISMATCH else [],
+        recognitions=recognitions,
+        answered_at=datetime.now(UTC),
+        elapsed_ms=round(elapsed_ms, 1),
+    )

@@ -1,0 +1,273 @@
+"""The data certq passes around: a query, certificates, per-source results and the merged answer.
+
+Everything here is plain pydantic data with no I/O. Adapters produce `Certificate`s, the gateway wraps
+them in `SourceResult`s, and `merge` turns those into an `Answer`.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Department(StrEnum):
+    """The four ministries whose certificates are mutually recognised."""
+
+    MEM = "mem"  # 应急管理部: 特种作业操作证
+    MOHURD = "mohurd"  # 住房和城乡建设部: 建筑施工特种作业操作资格证书
+    SAMR = "samr"  # 市场监管总局: 特种设备作业人员证
+    MOHRSS = "mohrss"  # 人力资源社会保障部: 职业资格证书 / 职业技能等级证书
+
+
+DEPARTMENT_NAMES: dict[Department, str] = {
+    Department.MEM: "应急管理部",
+    Department.MOHURD: "住房和城乡建设部",
+    Department.SAMR: "市场监管总局",
+    Department.MOHRSS: "人力资源社会保障部",
+}
+
+
+class CertKind(StrEnum):
+    MEM_SPECIAL_OPERATION = "mem_special_operation"  # 特种作业操作证
+    MOHURD_CONSTRUCTION = "mohurd_construction"  # 建筑施工特种作业操作资格证书
+    SAMR_SPECIAL_EQUIPMENT = "samr_special_equipment"  # 特种设备作业人员证
+    MOHRSS_SKILL_LEVEL = "mohrss_skill_level"  # 职业技能等级证书 (22 characters)
+    MOHRSS_QUALIFICATION = "mohrss_qualification"  # 职业资格证书 (older, 16 digits)
+
+
+CERT_KIND_NAMES: dict[CertKind, str] = {
+    CertKind.MEM_SPECIAL_OPERATION: "特种作业操作证",
+    CertKind.MOHURD_CONSTRUCTION: "建筑施工特种作业操作资格证书",
+    CertKind.SAMR_SPECIAL_EQUIPMENT: "特种设备作业人员证",
+    CertKind.MOHRSS_SKILL_LEVEL: "职业技能等级证书",
+    CertKind.MOHRSS_QUALIFICATION: "职业资格证书",
+}
+
+
+class CertStatus(StrEnum):
+    """A certificate's status as its source states it, mapped to one vocabulary.
+
+    `expired` is also derived: a `valid` certificate whose `valid_until` has passed is expired.
+    """
+
+    VALID = "valid"
+    EXPIRED = "expired"
+    SUSPENDED = "suspended"  # 暂扣
+    REVOKED = "revoked"  # 吊销 / 撤销 / 注销
+    UNKNOWN = "unknown"  # 其他, or a status text nobody mapped
+
+
+class Verdict(StrEnum):
+    VALID = "valid"
+    EXPIRED = "expired"
+    SUSPENDED = "suspended"
+    REVOKED = "revoked"
+    NOT_FOUND = "not_found"
+    NAME_MISMATCH = "name_mismatch"
+    INCONCLUSIVE = "inconclusive"
+
+
+class Outcome(StrEnum):
+    FOUND = "found"
+    NOT_FOUND = "not_found"
+    UNAVAILABLE = "unavailable"
+    MANUAL = "manual"  # link-out: a person must look it up behind a captcha
+    SKIPPED = "skipped"  # the source cannot hold this number, or is disabled
+
+
+class ErrorKind(StrEnum):
+    TIMEOUT = "timeout"
+    BLOCKED = "blocked"
+    CAPTCHA = "captcha"
+    RATE_LIMITED = "rate_limited"
+    UPSTREAM_ERROR = "upstream_error"
+    PARSE_ERROR = "parse_error"
+    CIRCUIT_OPEN = "circuit_open"
+
+
+class Mode(StrEnum):
+    RECORDS = "records"
+    API = "api"
+    HTML = "html"
+    LINK = "link"
+
+
+class Query(BaseModel):
+    """One lookup. `number` is already normalised (see `numbers.normalise`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    number: str
+    name: str | None = None
+    id_number: str | None = None
+
+    def cache_key(self) -> str:
+        """The part of a cache key that identifies this query (the name never changes what a source holds
+        except for sources queried by name, which include it)."""
+        return "|".join([self.number, self.name or "", self.id_number or ""])
+
+
+class Certificate(BaseModel):
+    """One certificate in canonical form, whichever source it came from."""
+
+    number: str
+    kind: CertKind
+    department: Department
+    issuer: str | None = None  # 发证机关
+    holder_name: str | None = None
+    holder_id_number: str | None = None
+    gender: str | None = None  # 男 / 女
+    category: str | None = None  # 作业类别 / 从业种类 / 职业
+    operation_item: str | None = None  # 操作项目 / 工种; SAMR: the 持证项目 codes joined by 和
+    items: list[str] = Field(default_factory=list)  # SAMR 持证项目 codes, split
+    level: str | None = None  # e.g. 四级/中级工
+    issued_on: date | None = None  # 初领日期 / 批准日期 / 发证日期
+    valid_from: date | None = None
+    valid_until: date | None = None
+    next_review_on: date | None = None  # 应复审日期
+    status: CertStatus = CertStatus.UNKNOWN
+    status_text: str | None = None  # the source's own words, e.g. 有效, 暂扣, 01
+
+    def key(self) -> tuple[str, str, str]:
+        """What identifies one certificate across sources: department, number and, for departments whose
+        number is the holder's ID (one number, several cards), the operation item or category."""
+        sub = ""
+        if self.department in (Department.MEM, Department.MOHRSS):
+            sub = self.operation_item or self.category or ""
+        return (self.department.value, self.number, sub)
+
+    def effective_status(self, today: date) -> CertStatus:
+        if self.status == CertStatus.VALID and self.valid_until is not None and self.valid_until < today:
+            return CertStatus.EXPIRED
+        return self.status
+
+
+class ManualLink(BaseModel):
+    """A prefilled link to a captcha-protected public query page and what a person must do there."""
+
+    url: str
+    instructions: str
+
+
+class SourceResult(BaseModel):
+    """What one source said about one query."""
+
+    source: str
+    department: Department
+    mode: Mode
+    outcome: Outcome
+    certificates: list[Certificate] = Field(default_factory=list)
+    error_kind: ErrorKind | None = None
+    message: str | None = None
+    elapsed_ms: float = 0.0
+    fetched_at: datetime | None = None  # when the source was asked (not when the cache served it)
+    data_as_of: datetime | None = None  # how current the source's data is (records: the upload time)
+    from_cache: bool = False
+    stale: bool = False  # served from cache past its TTL because the source failed
+    link: ManualLink | None = None
+
+    @property
+    def is_error(self) -> bool:
+        return self.outcome == Outcome.UNAVAILABLE
+
+
+class SourceStatus(BaseModel):
+    """A source's line in the answer: the result without the certificates (they are merged)."""
+
+    source: str
+    department: Department
+    mode: Mode
+    outcome: Outcome
+    found: int = 0
+    error_kind: ErrorKind | None = None
+    message: str | None = None
+    elapsed_ms: float = 0.0
+    fetched_at: datetime | None = None
+    data_as_of: datetime | None = None
+    from_cache: bool = False
+    stale: bool = False
+    link: ManualLink | None = None
+
+
+class ConflictValue(BaseModel):
+    source: str
+    value: str | None
+    data_as_of: datetime | None = None
+
+
+class Conflict(BaseModel):
+    """Two or more sources disagree on one field of one certificate."""
+
+    certificate: str  # the certificate number
+    department: Department
+    field: str
+    values: list[ConflictValue]
+    chosen_source: str  # whose value the merged certificate shows
+    reason: str  # why that one (e.g. the freshest data)
+
+
+class MergedCertificate(Certificate):
+    """A certificate as merged from every source that holds it."""
+
+    sources: list[str] = Field(default_factory=list)
+    effective: CertStatus = CertStatus.UNKNOWN  # status as of today, expiry applied
+    name_matches: bool | None = None  # None: no name given, or no name recorded
+
+
+class Exemption(BaseModel):
+    entry: int  # 对应目录 序号
+    target_department: Department
+    target: str  # the certificate it helps obtain
+    waived: str  # what is waived
+    note: str | None = None
+    basis: str  # where the rule comes from
+
+
+class SkillEquivalence(BaseModel):
+    occupation: str  # 电工 / 焊工
+    counts_as: str  # e.g. 五级/初级工
+    may_apply_for: str  # e.g. 四级/中级工
+    basis: str
+
+
+class Recognition(BaseModel):
+    """What one certificate in the answer entitles its holder to."""
+
+    certificate: str
+    department: Department
+    operation: str | None = None
+    eligible: bool
+    reason: str | None = None  # why not, when not eligible
+    exemptions: list[Exemption] = Field(default_factory=list)
+    skill_levels: list[SkillEquivalence] = Field(default_factory=list)
+
+
+class NumberFormatInfo(BaseModel):
+    """One format a number fits, with its decoded parts (see `numbers.classify`)."""
+
+    format: str
+    label: str
+    parts: dict[str, str] = Field(default_factory=dict)
+
+
+class QueryEcho(BaseModel):
+    number: str
+    formats: list[NumberFormatInfo] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+    name_given: bool = False
+    id_number_given: bool = False
+
+
+class Answer(BaseModel):
+    query: QueryEcho
+    verdict: Verdict
+    verdict_reason: str
+    complete: bool  # every source that could hold the number answered
+    certificates: list[MergedCertificate] = Field(default_factory=list)
+    sources: list[SourceStatus] = Field(default_factory=list)
+    conflicts: list[Conflict] = Field(default_factory=list)
+    recognitions: list[Recognition] = Field(default_factory=list)
+    answered_at: datetime
+    elapsed_ms: float = 0.0

@@ -1,0 +1,55 @@
+"""Shared fixtures: real services when the machine has them, a clear skip (or, in CI, a failure) when not."""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+REQUIRE_SERVICES = os.environ.get("CERTQ_REQUIRE_SERVICES") == "1"
+FIXTURES = Path(__file__).parent / "fixtures"
+# A fixed "today" so that expiry-dependent tests do not drift with the calendar.
+TODAY = date(2026, 11, 25)
+
+
+def _service_url(var: str, what: str) -> str:
+    url = os.environ.get(var)
+    if url:
+        return url
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{var} is not set but CERTQ_REQUIRE_SERVICES=1: {what} is required here")
+    pytest.skip(f"{what} not configured: set {var} to run this test")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """URL of a real Redis for tests (CERTQ_TEST_REDIS_URL). Tests must use their own key prefix or DB."""
+    url = _service_url("CERTQ_TEST_REDIS_URL", "Redis")
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+    except Exception as e:  # noqa: BLE001 - report any connection problem the same way
+        msg = f"Redis at {url} is not reachable: {e}"
+        if REQUIRE_SERVICES:
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return url
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """SQLAlchemy URL of a real PostgreSQL for tests (CERTQ_TEST_DATABASE_URL)."""
+    url = _service_url("CERTQ_TEST_DATABASE_URL", "PostgreSQL")
+    if url.startswith("postgresql://"):
+        url = "postgresql+asyncpg://" + url[len("postgresql://") :]
+    return url
+
+
+@pytest.fixture(scope="session")
+def settings():
+    from aggregator.config import Settings
+
+    return Settings.load()
