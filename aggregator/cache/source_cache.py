@@ -1,0 +1,312 @@
+"""The cache around every source call: TTL per outcome, serve-stale, and coalescing of identical lookups.
+
+    cache = SourceCache.from_url(os.environ.get("CERTQ_REDIS_URL"))   # None or "": in-process LRU
+    result = await cache.fetch(source, query, lambda: runner.run(source, adapter, query), version="7")
+
+`fetch` answers from the cache when it holds a fresh answer; otherwise it asks the source once for all
+identical lookups that arrive meanwhile: in this process (single-flight) and, on Redis, across every
+gateway process (a short lock; the holder hands its result to the waiters; if it dies, a waiter takes
+over when the lock expires). Found and not-found answers are stored for their configured TTLs; errors
+never are. When the source fails and an expired answer within its max-stale window exists, that answer is
+served, marked stale. Redis failures never reach the caller: lookups go on without the cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from aggregator.cache.backends import BackendUnavailable, MemoryBackend, RedisBackend, redis_client_from_url
+from aggregator.cache.coalesce import SingleFlight
+from aggregator.cache.envelope import CorruptEntry, Envelope, cache_key, fresh_ttl_s, make_envelope
+from aggregator.cache.outage import OutageGuard
+from aggregator.config import SourceConfig
+from aggregator.models import Query, SourceResult
+
+log = logging.getLogger("aggregator.cache")
+
+SourceCall = Callable[[], Awaitable[SourceResult]]
+
+STAT_KEYS = (
+    "hits",  # fresh answers served from the cache
+    "misses",  # lookups that found no fresh answer and led a flight
+    "stale_served",  # expired answers served because the source failed
+    "coalesced_local",  # lookups that joined an identical lookup already running in this process
+    "coalesced_remote",  # flights answered by another process's lock holder instead of calling the source
+    "stores",  # answers written to the cache
+    "calls",  # source calls made
+    "corrupt",  # stored values that did not parse as a current envelope (treated as misses)
+    "backend_errors",  # failed backend operations
+    "outages",  # periods during which the backend was unreachable
+)
+
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+class SourceCache:
+    """Source results cached by source, data version and normalised query, in memory or in Redis."""
+
+    OUTAGE_BACKOFF_S = 1.0  # after a Redis error, skip Redis this long before trying again
+    POLL_FIRST_S = 0.005  # a waiter's first look at the lock holder's progress
+    POLL_MAX_S = 0.05  # and the longest pause between looks
+    # A lock lives min(2 x the source's timeout, LOCK_MAX_S) unless released. A holder that dies is replaced
+    # when it expires; a call that outlives it (the caller's deadline should prevent that) may be repeated
+    # by a waiter that takes over, which costs one more source call, never a wrong answer.
+    LOCK_MAX_S = 10.0
+
+    def __init__(
+        self, backend: MemoryBackend | RedisBackend, *, prefix: str = "certq", clock: Callable[[], float] = time.time
+    ) -> None:
+        if not prefix or any(c.isspace() for c in prefix):
+            raise ValueError(f"cache prefix must be a non-empty word, got {prefix!r}")
+        self._backend = backend
+        self._prefix = prefix
+        self._clock = clock
+        self._flights: SingleFlight[SourceResult] = SingleFlight()
+        name = "Redis cache" if backend.shared else "memory cache"
+        self._guard = OutageGuard(backoff_s=self.OUTAGE_BACKOFF_S, name=name)
+        self._stats = dict.fromkeys(STAT_KEYS, 0)
+
+    # --- construction ---------------------------------------------------------------------------
+
+    @classmethod
+    def memory(cls, *, max_entries: int = 100_000, clock: Callable[[], float] = time.time) -> SourceCache:
+        """The embedded default: an in-process LRU of at most `max_entries` answers."""
+        return cls(MemoryBackend(max_entries, clock), prefix="certq", clock=clock)
+
+    @classmethod
+    def redis(
+        cls, client: aioredis.Redis, *, prefix: str = "certq", clock: Callable[[], float] = time.time
+    ) -> SourceCache:
+        """A cache shared by every process using `client`'s Redis. The caller keeps ownership of `client`;
+        give it short socket timeouts (see `from_url`) so that a dead Redis costs little."""
+        return cls(RedisBackend(client), prefix=prefix, clock=clock)
+
+    @classmethod
+    def from_url(cls, url: str | None, **kw: Any) -> SourceCache:
+        """`None` or "" gives the in-process LRU; `redis://`, `rediss://` or `unix://` gives Redis with a client
+        configured to fail fast (0.5 s connect and socket timeouts, health checks) that the cache owns and
+        closes. Accepts `prefix`, `clock` and `max_entries`; each is used where it applies."""
+        unknown = set(kw) - {"prefix", "clock", "max_entries"}
+        if unknown:
+            raise TypeError(f"SourceCache.from_url() got unexpected keyword argument(s): {sorted(unknown)}")
+        clock = kw.get("clock", time.time)
+        if not url:
+            return cls.memory(max_entries=kw.get("max_entries", 100_000), clock=clock)
+        if not url.startswith(_REDIS_SCHEMES):
+            raise ValueError(f"cache URL must start with one of {', '.join(_REDIS_SCHEMES)}; got {url!r}")
+        backend = RedisBackend(redis_client_from_url(url), owns_client=True)
+        return cls(backend, prefix=kw.get("prefix", "certq"), clock=clock)
+
+    @property
+    def client(self) -> aioredis.Redis | None:
+        """The Redis client (to share with other Redis users), or None for the in-process cache."""
+        return self._backend.client if isinstance(self._backend, RedisBackend) else None
+
+    @property
+    def backend_name(self) -> str:
+        return "redis" if self._backend.shared else "memory"
+
+    def stats(self) -> dict[str, int]:
+        """Counters since start: see STAT_KEYS for what each means."""
+        out = dict(self._stats)
+        out["backend_errors"] = self._guard.errors
+        out["outages"] = self._guard.outages
+        return out
+
+    async def close(self) -> None:
+        """Cancel running flights and release the backend (and the Redis client if the cache made it)."""
+        await self._flights.cancel_all()
+        await self._backend.close()
+
+    # --- lookups --------------------------------------------------------------------------------
+
+    def key(self, source: SourceConfig, query: Query, version: str = "") -> str:
+        """The cache key of an answer: `{prefix}:v{schema}:src:{source}:{version}:{sha256(query)}`."""
+        return cache_key(self._prefix, source, query, version)
+
+    async def fetch(self, source: SourceConfig, query: Query, call: SourceCall, *, version: str = "") -> SourceResult:
+        """`source`'s answer to `query`: from the cache when fresh, else from `call()`, shared with every
+        identical lookup running at the same time. `version` names the source's data generation; a new one
+        makes older answers unreachable. `call` must return a SourceResult (errors as unavailable results);
+        if it raises, the exception reaches every lookup that shared the call."""
+        key = cache_key(self._prefix, source, query, version)
+        stale: Envelope | None = None
+        if key not in self._flights:  # nobody here is already asking: read the cache ourselves
+            try:
+                raw = await self._guard.run(lambda: self._backend.get(key))
+            except BackendUnavailable:
+                raw = None
+            env = self._decode(raw)
+            if env is not None:
+                now = self._clock()
+                if env.is_fresh(now):
+                    self._stats["hits"] += 1
+                    return _as_hit(env)
+                if env.is_servable_stale(now):
+                    stale = env
+        result, joined = await self._flights.run(key, lambda: self._miss(key, source, call, stale))
+        if joined:
+            self._stats["coalesced_local"] += 1
+            return result.model_copy(deep=True)
+        return result
+
+    async def _miss(self, key: str, source: SourceConfig, call: SourceCall, stale: Envelope | None) -> SourceResult:
+        """One flight after a miss: ask the source, coordinated with the other processes on Redis."""
+        self._stats["misses"] += 1
+        if isinstance(self._backend, RedisBackend):
+            return await self._coordinated(self._backend, key, source, call, stale)
+        return await self._call_and_store(key, source, call, stale)
+
+    async def _call_and_store(
+        self, key: str, source: SourceConfig, call: SourceCall, stale: Envelope | None
+    ) -> SourceResult:
+        """Ask the source without any cross-process lock (memory backend, or Redis unreachable)."""
+        fresh = await self._call(call)
+        value, ttl_s = self._storable(source, fresh)
+        if value is not None:
+            try:
+                await self._guard.run(lambda: self._backend.set(key, value, ttl_s))
+                self._stats["stores"] += 1
+            except BackendUnavailable:
+                pass
+        return self._settle(fresh, stale)
+
+    async def _coordinated(
+        self, backend: RedisBackend, key: str, source: SourceConfig, call: SourceCall, stale: Envelope | None
+    ) -> SourceResult:
+        """Take the key's Redis lock and ask the source, or wait for the process that holds it."""
+        token = uuid.uuid4().hex
+        lock = f"{key}:lock"
+        lock_ttl_ms = max(100, int(min(source.timeout_s * 2, self.LOCK_MAX_S) * 1000))
+        try:
+            while True:
+                attempt = await self._guard.run(lambda: backend.acquire(lock, token, lock_ttl_ms, key))
+                env = self._decode(attempt.value)
+                now = self._clock()
+                if env is not None and env.is_fresh(now):
+                    # Another process stored the answer between our first read and the lock.
+                    if attempt.acquired:
+                        with suppress(BackendUnavailable):
+                            await self._guard.run(lambda: backend.release(lock, token))
+                    self._stats["coalesced_remote"] += 1
+                    return _as_hit(env)
+                if env is not None and env.is_servable_stale(now):
+                    stale = env
+                if attempt.acquired:
+                    break
+                if attempt.holder is None:
+                    continue  # released between our SET NX and GET: try again at once
+                received = await self._await_holder(backend, key, lock, attempt.holder)
+                if received is not None:
+                    self._stats["coalesced_remote"] += 1
+                    return received
+                # The holder is gone without a result (it died, or its lock expired): take over.
+        except BackendUnavailable:
+            return await self._call_and_store(key, source, call, stale)
+        return await self._hold(backend, key, source, call, stale, lock, token, lock_ttl_ms)
+
+    async def _hold(
+        self,
+        backend: RedisBackend,
+        key: str,
+        source: SourceConfig,
+        call: SourceCall,
+        stale: Envelope | None,
+        lock: str,
+        token: str,
+        lock_ttl_ms: int,
+    ) -> SourceResult:
+        """We hold the lock: ask the source, store, hand the result to waiters and release, in one step."""
+        finished = False
+        try:
+            fresh = await self._call(call)
+            final = self._settle(fresh, stale)
+            value, ttl_s = self._storable(source, fresh)
+            now = self._clock()
+            handoff = Envelope(stored_at=now, expires_at=now, stale_until=now, result=final).encode()
+            try:
+                await self._guard.run(
+                    lambda: backend.finish(
+                        key=key,
+                        value=value,
+                        ttl_s=ttl_s,
+                        handoff=f"{key}:done:{token}",
+                        handoff_value=handoff,
+                        handoff_ttl_ms=max(lock_ttl_ms, 1000),
+                        lock=lock,
+                        token=token,
+                    )
+                )
+                finished = True
+                if value is not None:
+                    self._stats["stores"] += 1
+            except BackendUnavailable:
+                pass
+            return final
+        finally:
+            if not finished:
+                with suppress(BackendUnavailable):
+                    await self._guard.run(lambda: backend.release(lock, token))
+
+    async def _await_holder(self, backend: RedisBackend, key: str, lock: str, holder: str) -> SourceResult | None:
+        """Wait for the process holding the lock: its result, or None once the lock is gone or changed hands."""
+        handoff = f"{key}:done:{holder}"
+        delay = self.POLL_FIRST_S
+        while True:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.POLL_MAX_S)
+            polled = await self._guard.run(lambda: backend.poll(lock, handoff, key))
+            done = self._decode(polled.handoff)
+            if done is not None:
+                return done.result
+            env = self._decode(polled.value)
+            if env is not None and env.is_fresh(self._clock()):
+                return _as_hit(env)
+            if polled.holder != holder:
+                return None
+
+    # --- helpers --------------------------------------------------------------------------------
+
+    async def _call(self, call: SourceCall) -> SourceResult:
+        self._stats["calls"] += 1
+        return await call()
+
+    def _storable(self, source: SourceConfig, fresh: SourceResult) -> tuple[str | None, float]:
+        """The envelope to store for a fresh result and its time to live, or (None, 0) if it is not cached."""
+        fresh_s = fresh_ttl_s(source, fresh)
+        if fresh_s <= 0:
+            return None, 0.0
+        now = self._clock()
+        env = make_envelope(source, fresh, now, fresh_s)
+        return env.encode(), env.stale_until - now
+
+    def _settle(self, fresh: SourceResult, stale: Envelope | None) -> SourceResult:
+        """The fresh result, or the stale answer, marked, when the source failed and one is at hand."""
+        if not fresh.is_error or stale is None:
+            return fresh
+        self._stats["stale_served"] += 1
+        kind = fresh.error_kind.value if fresh.error_kind else fresh.outcome.value
+        note = f"stale: source {kind}" + (f": {fresh.message}" if fresh.message else "")
+        return stale.result.model_copy(update={"from_cache": True, "stale": True, "message": note})
+
+    def _decode(self, raw: bytes | str | None) -> Envelope | None:
+        if raw is None:
+            return None
+        try:
+            return Envelope.decode(raw)
+        except CorruptEntry as e:
+            self._stats["corrupt"] += 1
+            log.debug("cache entry ignored: %s", e)
+            return None
+
+
+def _as_hit(env: Envelope) -> SourceResult:
+    return env.result.model_copy(update={"from_cache": True, "stale": False})
