@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_DEADLINE_S = 6.0
 GENERATION_MEMO_S = 1.0  # how long a department's import generation is trusted before asking the store again
+RUNNER_MARGIN_S = 0.05  # the runner's own deadline comes this much before the gateway's backstop
 
 
 def _unavailable(source: SourceConfig, kind: ErrorKind, message: str, started: float) -> SourceResult:
@@ -90,11 +91,10 @@ class Gateway:
         redis_url = redis_url if redis_url is not None else os.environ.get("CERTQ_REDIS_URL")
         if redis_url:
             cache = SourceCache.from_url(redis_url)
-            client = cache.client
-            resilience = ResilienceState.redis(client)
+            kw.setdefault("resilience", ResilienceState.redis(cache.client))
         else:
-            cache, client, resilience = SourceCache.memory(), None, ResilienceState.memory()
-        return cls(settings, store, cache=cache, resilience=resilience, redis_client=client, **kw)
+            cache = SourceCache.memory()
+        return cls(settings, store, cache=cache, redis_client=cache.client, **kw)
 
     async def __aenter__(self) -> Gateway:
         return self
@@ -104,6 +104,7 @@ class Gateway:
 
     async def close(self) -> None:
         await self.runner.close()
+        await self.resilience.aclose()  # before the cache: the cache owns the Redis client they share
         await self.cache.close()
         await self.store.close()
 
@@ -145,6 +146,9 @@ class Gateway:
         budget = min(source.timeout_s, deadline - started)
         if budget <= 0:
             return _unavailable(source, ErrorKind.TIMEOUT, "全局时限已到 (global deadline reached)", started)
+        # The runner works to a slightly earlier deadline than this backstop, so that it (not the backstop)
+        # decides a hung source's fate and records the failure in the circuit breaker.
+        inner_deadline = started + max(budget - RUNNER_MARGIN_S, budget / 2)
         try:
             async with asyncio.timeout(budget):
                 if source.mode == Mode.LINK:
@@ -159,7 +163,7 @@ class Gateway:
                 return await self.cache.fetch(
                     source,
                     query,
-                    lambda: self.runner.run(source, adapter, query, deadline=started + budget),
+                    lambda: self.runner.run(source, adapter, query, deadline=inner_deadline),
                 )
         except TimeoutError:
             return _unavailable(source, ErrorKind.TIMEOUT, f"超时 {budget:.1f}s (timed out)", started)

@@ -82,8 +82,8 @@ def normalise_name(name: str) -> str:
 def _field_text(value: object) -> str | None:
     if value is None or value == []:
         return None
-    if isinstance(value, list):
-        return "和".join(str(v) for v in value)
+    if isinstance(value, list):  # SAMR item codes: FeⅡ and FeII, upper- or mixed-case, are one code
+        return "和".join(sorted(unicodedata.normalize("NFKC", str(v)).upper() for v in value))
     if isinstance(value, date):
         return value.isoformat()
     text = unicodedata.normalize("NFKC", str(getattr(value, "value", value))).strip()
@@ -136,6 +136,15 @@ def merge_certificates(
     return merged, conflicts
 
 
+def _mark_subject(certs: list[MergedCertificate], query: Query, classification: Classification) -> None:
+    """Which certificates the query is about. A certificate number asks about that certificate; an ID
+    number asks about every certificate of that person."""
+    by_person = bool(classification.names & {"id18", "id15"})
+    for c in certs:
+        about = c.number == query.number or (by_person and query.number in (c.holder_id_number, c.number[1:]))
+        c.matched_by = "number" if about else "holder"
+
+
 def _holder_check(certs: list[MergedCertificate], query: Query) -> None:
     """Set `name_matches` on each certificate: True / False, or None where nothing can be compared."""
     if not query.name and not query.id_number:
@@ -177,21 +186,22 @@ def build_answer(
     elapsed_ms: float = 0.0,
 ) -> Answer:
     certs, conflicts = merge_certificates(results, today)
+    _mark_subject(certs, query, classification)
     _holder_check(certs, query)
     unavailable = [r for r in results if r.outcome == Outcome.UNAVAILABLE]
     answered = [r for r in results if r.outcome in (Outcome.FOUND, Outcome.NOT_FOUND)]
     manual = [r for r in results if r.outcome == Outcome.MANUAL]
     complete = not unavailable
 
-    holders = [c for c in certs if c.name_matches is not False]
+    subject = [c for c in certs if c.matched_by == "number"]
+    holders = [c for c in subject if c.name_matches is not False]
+    # Never show a certificate whose recorded holder differs from the one the caller named.
+    shown = [c for c in certs if c.name_matches is not False]
     notes: list[str] = []
-    if certs and not holders:
+    if subject and not holders:
         verdict = Verdict.NAME_MISMATCH
-        # Do not reveal who the certificate belongs to.
-        for c in certs:
-            c.holder_name = None
-            c.holder_id_number = None
-        certs_shown = certs
+        # Say that the certificate exists, but not whose it is.
+        shown = [c.model_copy(update={"holder_name": None, "holder_id_number": None}) for c in subject]
     elif holders:
         best = next((s for s in _VERDICT_ORDER if any(c.effective == s for c in holders)), None)
         verdict = _STATUS_VERDICT[best] if best else Verdict.INCONCLUSIVE
@@ -199,13 +209,13 @@ def build_answer(
             notes.append("证书状态不明 (the certificate's status is unknown)")
         if any(c.name_matches is None for c in holders) and (query.name or query.id_number):
             notes.append("部分数据源未记录持证人姓名，无法核对 (some sources record no holder name to compare)")
-        certs_shown = certs
-    elif unavailable or not answered:
-        verdict = Verdict.INCONCLUSIVE
-        certs_shown = []
     else:
-        verdict = Verdict.NOT_FOUND
-        certs_shown = []
+        verdict = Verdict.INCONCLUSIVE if unavailable or not answered else Verdict.NOT_FOUND
+        if shown:
+            notes.append(
+                "未查到此编号的证书；以下为同一持证人的其他证书 "
+                "(this number was not found; shown: other certificates of the same holder)"
+            )
 
     if unavailable:
         names = "、".join(f"{r.source}({r.error_kind.value if r.error_kind else 'error'})" for r in unavailable)
@@ -216,7 +226,7 @@ def build_answer(
         notes.extend(classification.warnings)
     reason = _VERDICT_TEXT[verdict] + ("；" + "；".join(notes) if notes else "")
 
-    recognitions = recognise_all(catalogue, [c for c in certs_shown if c.name_matches is not False], today)
+    recognitions = [] if verdict == Verdict.NAME_MISMATCH else recognise_all(catalogue, shown, today)
     return Answer(
         query=QueryEcho(
             number=query.number,
@@ -228,7 +238,7 @@ def build_answer(
         verdict=verdict,
         verdict_reason=reason,
         complete=complete,
-        certificates=certs_shown,
+        certificates=shown,
         sources=[status_line(r) for r in results],
         conflicts=conflicts if verdict != Verdict.NAME_MISMATCH else [],
         recognitions=recognitions,

@@ -136,6 +136,8 @@ class Certificate(BaseModel):
         sub = ""
         if self.department in (Department.MEM, Department.MOHRSS):
             sub = self.operation_item or self.category or ""
+        elif self.department == Department.SAMR:  # every SAMR licence of a holder carries the ID as its number
+            sub = self.category or ""
         return (self.department.value, self.number, sub)
 
     def effective_status(self, today: date) -> CertStatus:
@@ -214,6 +216,9 @@ class MergedCertificate(Certificate):
     sources: list[str] = Field(default_factory=list)
     effective: CertStatus = CertStatus.UNKNOWN  # status as of today, expiry applied
     name_matches: bool | None = None  # None: no name given, or no name recorded
+    # "number": this is the certificate asked about; "holder": another certificate of the same holder,
+    # found through the holder's ID number (shown with its recognitions, but it does not decide the verdict)
+    matched_by: str = "number"
 
 
 class Exemption(BaseModel):

@@ -93,8 +93,9 @@ class Classification:
 
 def normalise(raw: str) -> str:
     """NFKC (full-width to half-width), upper-case, strip spaces, dashes, dots and similar separators."""
-    text = unicodedata.normalize("NFKC", raw)
-    return _SEPARATORS.sub("", text).upper()
+    text = unicodedata.normalize("NFKC", raw).upper()
+    # Upper-casing can leave text that NFKC would change again (e.g. ķ -> Ķ): normalise once more.
+    return _SEPARATORS.sub("", unicodedata.normalize("NFKC", text))
 
 
 def id_check_character(first17: str) -> str:

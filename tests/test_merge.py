@@ -141,3 +141,38 @@ def test_typo_warning_travels_with_the_answer() -> None:
     bad = ID[:-1] + ("0" if ID[-1] != "0" else "1")
     a = answer([not_found("mem_records", Department.MEM)], number=bad)
     assert a.query.warnings and "probably a typo" in a.verdict_reason
+
+
+def test_another_certificate_of_the_same_holder_does_not_decide_the_verdict() -> None:
+    revoked_mem = cert(Department.MEM, NUMBER, **ELECTRICIAN, status=CertStatus.REVOKED)
+    valid_mohurd = cert(Department.MOHURD, "京A012019000939", operation_item="建筑电工", holder_name="张伟", holder_id_number=ID)
+    a = answer([found("mem_records", revoked_mem), found("mohurd_records", valid_mohurd)])
+    assert a.verdict == Verdict.REVOKED
+    assert {c.number: c.matched_by for c in a.certificates} == {NUMBER: "number", "京A012019000939": "holder"}
+    # The holder's other valid certificate still earns its recognitions.
+    assert [e.entry for r in a.recognitions if r.eligible for e in r.exemptions] == [3]
+
+
+def test_number_not_found_but_holder_known_is_not_found_with_the_other_certificates_shown() -> None:
+    valid_mohurd = cert(Department.MOHURD, "京A012019000939", operation_item="建筑电工", holder_name="张伟", holder_id_number=ID)
+    a = answer([not_found("mem_records", Department.MEM), found("mohurd_records", valid_mohurd)])
+    assert a.verdict == Verdict.NOT_FOUND
+    assert [c.matched_by for c in a.certificates] == ["holder"]
+    assert "other certificates of the same holder" in a.verdict_reason
+
+
+def test_an_id_number_asks_about_every_certificate_of_that_person() -> None:
+    samr = cert(Department.SAMR, ID, category="特种设备焊接操作人员", holder_name="张伟", holder_id_number=ID)
+    mem = cert(Department.MEM, NUMBER, **ELECTRICIAN, status=CertStatus.REVOKED)
+    a = answer([found("samr_records", samr), found("mem_records", mem)], number=ID)
+    assert a.verdict == Verdict.VALID
+    assert {c.matched_by for c in a.certificates} == {"number"}
+
+
+def test_name_mismatch_hides_the_holders_other_certificates() -> None:
+    mem = cert(Department.MEM, NUMBER, **ELECTRICIAN)
+    mohurd = cert(Department.MOHURD, "京A012019000939", operation_item="建筑电工", holder_name="张伟", holder_id_number=ID)
+    a = answer([found("mem_records", mem), found("mohurd_records", mohurd)], name="李四")
+    assert a.verdict == Verdict.NAME_MISMATCH
+    assert [c.number for c in a.certificates] == [NUMBER]
+    assert a.certificates[0].holder_name is None
