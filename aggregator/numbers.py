@@ -93,9 +93,15 @@ class Classification:
 
 def normalise(raw: str) -> str:
     """NFKC (full-width to half-width), upper-case, strip spaces, dashes, dots and similar separators."""
-    text = unicodedata.normalize("NFKC", raw).upper()
-    # Upper-casing can leave text that NFKC would change again (e.g. ķ -> Ķ): normalise once more.
-    return _SEPARATORS.sub("", unicodedata.normalize("NFKC", text))
+    # Upper-casing or removing a separator can leave text that NFKC would change again (a combining mark
+    # meeting a new base letter): repeat until nothing changes, so that normalising twice changes nothing.
+    text = raw
+    for _ in range(4):
+        step = _SEPARATORS.sub("", unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).upper()))
+        if step == text:
+            break
+        text = step
+    return text
 
 
 def id_check_character(first17: str) -> str:
