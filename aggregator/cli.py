@@ -2,7 +2,9 @@
 
     certq lookup T110105199003071239 --name 张伟     a readable card (or --json)
     certq import records.csv --department mem --quarter 2026Q3
+    certq uploads list|show ID
     certq sources [--check]    certq recognition    certq demo    certq sandbox
+    certq serve --workers 4    certq keys create|list|revoke    certq audit
 
 Exit codes of `certq lookup`: 0 valid; 1 not valid (expired, suspended, revoked, or another holder's);
 2 invalid input; 3 not found; 4 inconclusive (a source that could hold it did not answer).
@@ -142,11 +144,15 @@ def _register_subcommands() -> None:
     from aggregator.demo import demo_command
     from aggregator.records.cli import import_command, uploads_group
     from aggregator.sandbox.cli import sandbox_command
+    from aggregator.web.cli import audit_command, keys_group, serve_command
 
     main.add_command(import_command, "import")
     main.add_command(uploads_group, "uploads")
     main.add_command(sandbox_command, "sandbox")
     main.add_command(demo_command, "demo")
+    main.add_command(serve_command, "serve")
+    main.add_command(keys_group, "keys")
+    main.add_command(audit_command, "audit")
 
 
 _register_subcommands()

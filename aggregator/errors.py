@@ -45,7 +45,7 @@ def describe(exc: BaseException) -> UserError:
         return UserError(500, 78, "invalid-configuration", "配置有误", str(exc))
     for cls, (status, code, title, zh, en) in _EXTRA.items():
         if isinstance(exc, cls):
-            return UserError(status, code, title, zh, en.format(exc=exc))
+            return UserError(status, code, title, zh.format(exc=exc), en.format(exc=exc))
     return UserError(500, 70, "internal-error", "服务内部错误，请稍后再试", "internal error, please try again later")
 
 
@@ -55,3 +55,12 @@ _EXTRA: dict[type[BaseException], tuple[int, int, str, str, str]] = {}
 
 def register(cls: type[BaseException], status: int, exit_code: int, title: str, zh: str, en: str) -> None:
     _EXTRA[cls] = (status, exit_code, title, zh, en)
+
+
+def registered() -> list[tuple[str, int, str, str]]:
+    """Every registered error as (title, HTTP status, zh, en), the texts unformatted: for documentation."""
+    builtin = [
+        ("invalid-number", 422, "编号无效", "the number cannot be a certificate or ID number"),
+        ("internal-error", 500, "服务内部错误，请稍后再试", "internal error, please try again later"),
+    ]
+    return builtin + [(title, status, zh, en) for status, _code, title, zh, en in _EXTRA.values()]

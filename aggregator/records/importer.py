@@ -1,0 +1,386 @@
+"""Reading a department's upload (CSV, XLSX, XLS) and validating it row by row, with bounded memory.
+
+    upload = open_upload(path, departments[Department.MEM])
+    for chunk in upload.chunks(5000):
+        ...  # chunk.records are ready to insert; chunk.problems say what was wrong with the others
+
+`open_upload` finds the format, the encoding (CSV) and the header row, and maps the header through the
+aliases in `fields`; a file it cannot read raises `UnreadableFile` carrying file-level problems. `chunks`
+then streams: at most one chunk of rows is held at a time. Storing the rows is `store`'s business.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import itertools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from aggregator.config import ConfigError, DepartmentConfig, default_config_dir
+from aggregator.models import CertKind, Department
+from aggregator.records import fields as F
+from aggregator.records.report import RowProblem, UnreadableFile
+from aggregator.records.validate import DATE_COLUMNS, RECORD_COLUMNS, Problem, RowValidator
+
+__all__ = ["DATE_COLUMNS", "RECORD_COLUMNS", "Chunk", "Upload", "load_departments", "open_upload"]
+
+SAMPLE_BYTES = 64 * 1024  # the prefix on which a CSV's encoding is detected
+HEADER_SEARCH_ROWS = 10  # a header may sit below a title row or two
+
+_DEFAULT_KINDS: dict[Department, CertKind] = {
+    Department.MEM: CertKind.MEM_SPECIAL_OPERATION,
+    Department.MOHURD: CertKind.MOHURD_CONSTRUCTION,
+    Department.SAMR: CertKind.SAMR_SPECIAL_EQUIPMENT,
+    Department.MOHRSS: CertKind.MOHRSS_SKILL_LEVEL,
+}
+
+
+# --- Department configuration --------------------------------------------------------------------
+
+
+def load_departments(config_dir: Path | str | None = None) -> dict[Department, DepartmentConfig]:
+    """The `[[department]]` entries of departments.toml (default: the config directory of `aggregator.config`).
+
+    Only this file is read, so that imports work before the rest of the configuration exists."""
+    import tomllib
+
+    from pydantic import ValidationError
+
+    path = Path(config_dir or default_config_dir()) / "departments.toml"
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: file is missing"]) from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError([f"{path}: not valid TOML: {e}"]) from None
+    out: dict[Department, DepartmentConfig] = {}
+    problems: list[str] = []
+    for i, item in enumerate(raw.get("department", [])):
+        try:
+            dept = DepartmentConfig.model_validate(item)
+        except ValidationError as e:
+            problems.extend(f"{path}: department[{i}].{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
+            continue
+        try:
+            F.alias_table(dept.column_aliases)
+        except ValueError as e:
+            problems.append(f"{path}: department[{i}].{e}")
+        for name in dept.encodings:
+            try:
+                codecs.lookup(name)
+            except LookupError:
+                problems.append(f"{path}: department[{i}].encodings: unknown encoding {name!r}")
+        out[dept.id] = dept
+    if problems:
+        raise ConfigError(problems)
+    return out
+
+
+def default_department(department: Department) -> DepartmentConfig:
+    """A department's settings when departments.toml has no entry for it: common aliases and statuses."""
+    return DepartmentConfig(id=department, name=department.value, kind=_DEFAULT_KINDS[department])
+
+
+# --- Reading tables ------------------------------------------------------------------------------
+
+
+def _file_problem(reason: str, line: int = 1) -> UnreadableFile:
+    return UnreadableFile([RowProblem(line=line, reason=reason)])
+
+
+def detect_encoding(sample: bytes, candidates: list[str], *, complete: bool) -> str | None:
+    """The first candidate that decodes `sample` strictly (a cut multi-byte character at the end of an
+    incomplete sample is allowed), or None."""
+    for name in candidates:
+        try:
+            codecs.getincrementaldecoder(name)(errors="strict").decode(sample, final=complete)
+        except UnicodeDecodeError:
+            continue
+        return name
+    return None
+
+
+def _delimiter(first_line: str) -> str:
+    counts = {d: first_line.count(d) for d in (",", "\t", ";", "|")}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] else ","
+
+
+class TableSource:
+    """Rows of one table as (line, cells), plus how far through the file the reading is."""
+
+    format: str
+    encoding: str | None = None
+    bytes_total: int = 0
+    warnings: list[str]
+
+    def rows(self) -> Iterator[tuple[int, list[Any]]]:
+        raise NotImplementedError
+
+    def bytes_done(self) -> int:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the file."""
+
+
+class CsvSource(TableSource):
+    """A CSV file decoded with the first of `encodings` that fits its first 64 KiB.
+
+    Bytes later in the file that the chosen encoding cannot decode are kept as lone surrogates
+    (surrogateescape), so that the validator reports them on their row instead of the reader crashing or
+    inventing characters.
+    """
+
+    format = "csv"
+
+    def __init__(self, path: Path, encodings: list[str]) -> None:
+        self.warnings = []
+        self.bytes_total = path.stat().st_size
+        self._raw: IO[bytes] = path.open("rb")
+        sample = self._raw.read(SAMPLE_BYTES)
+        encoding = detect_encoding(sample, encodings, complete=len(sample) < SAMPLE_BYTES)
+        if encoding is None:
+            self._raw.close()
+            raise _file_problem(
+                f"无法识别文件编码（已尝试 {', '.join(encodings)}） "
+                f"(cannot decode the file as any of {', '.join(encodings)}; save it as UTF-8 or GB18030)"
+            )
+        if encoding == "utf-8" and sample.startswith(codecs.BOM_UTF8):
+            encoding = "utf-8-sig"
+        self.encoding = encoding
+        self._raw.seek(0)
+        self._text = io.TextIOWrapper(self._raw, encoding=encoding, errors="surrogateescape", newline="")
+        first_line = self._text.readline()
+        self._text.seek(0)
+        self._delimiter = _delimiter(first_line)
+
+    def rows(self) -> Iterator[tuple[int, list[Any]]]:
+        reader = csv.reader(self._text, delimiter=self._delimiter)
+        line = 1
+        while True:
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as e:
+                raise _file_problem(
+                    f"CSV 格式错误，从第 {line} 行起无法读取：{e} (malformed CSV from line {line} on: {e})", line=line
+                ) from None
+            yield line, cells
+            line = reader.line_num + 1
+
+    def bytes_done(self) -> int:
+        return self._raw.tell()
+
+    def close(self) -> None:
+        self._text.close()
+
+
+class WorkbookSource(TableSource):
+    """The first visible worksheet of an XLSX/XLS/XLSB/ODS workbook, read by python-calamine.
+
+    Calamine loads the sheet into compact native memory; rows become Python lists one at a time. Cells keep
+    their types (text, float, date) so that the validator can refuse an ID number stored as a number.
+    """
+
+    def __init__(self, path: Path, file_format: str) -> None:
+        from python_calamine import CalamineWorkbook
+
+        self.format = file_format
+        self.warnings = []
+        self.bytes_total = path.stat().st_size
+        try:
+            self._book = CalamineWorkbook.from_path(str(path))
+            visible = [m.name for m in self._book.sheets_metadata if str(m.visible).endswith("Visible")]
+            names = visible or self._book.sheet_names
+            if not names:
+                raise _file_problem("工作簿中没有工作表 (the workbook has no sheets)")
+            self._sheet = self._book.get_sheet_by_name(names[0])
+            if len(names) > 1:
+                self.warnings.append(
+                    f"只读取了第一个工作表 {names[0]!r}，其余工作表被忽略：{', '.join(names[1:])} "
+                    f"(only the first sheet {names[0]!r} was read; ignored: {', '.join(names[1:])})"
+                )
+        except UnreadableFile:
+            raise
+        except Exception as e:  # noqa: BLE001 - calamine raises several unrelated types for a bad file
+            raise _file_problem(f"无法读取工作簿：{e} (cannot read the workbook: {e})") from None
+        self._rows_total = max(1, self._sheet.height)
+        self._done = 0
+
+    def rows(self) -> Iterator[tuple[int, list[Any]]]:
+        # iter_rows starts at the sheet's first row (leading empty rows included), so the index is the line
+        for index, cells in enumerate(self._sheet.iter_rows()):
+            self._done = index
+            yield index + 1, cells
+
+    def bytes_done(self) -> int:
+        return min(self.bytes_total, self.bytes_total * self._done // self._rows_total)
+
+
+def open_table(path: Path, encodings: list[str]) -> TableSource:
+    """A reader for the file, chosen by its content (zip or OLE signature) and then its extension."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    with path.open("rb") as f:
+        magic = f.read(8)
+    suffix = path.suffix.lower()
+    if magic.startswith(b"PK\x03\x04"):
+        return WorkbookSource(path, suffix.lstrip(".") if suffix in (".xlsx", ".xlsm", ".xlsb", ".ods") else "xlsx")
+    if magic.startswith(b"\xd0\xcf\x11\xe0"):
+        return WorkbookSource(path, "xls")
+    if suffix in (".xlsx", ".xlsm", ".xlsb", ".xls", ".ods"):
+        raise _file_problem(f"文件扩展名为 {suffix} 但内容不是工作簿 (the file is named {suffix} but is not a workbook)")
+    if suffix not in (".csv", ".txt", ".tsv", ""):
+        raise _file_problem(
+            f"不支持的文件类型 {suffix}（请上传 CSV、XLSX 或 XLS） (unsupported file type {suffix}; use CSV, XLSX or XLS)"
+        )
+    return CsvSource(path, encodings)
+
+
+@dataclass
+class Chunk:
+    """Up to `size` rows of a file: the valid ones as record tuples, and what was wrong with the others."""
+
+    records: list[tuple[Any, ...]] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    rejected: list[tuple[int, list[Any]]] = field(default_factory=list)  # (line, cells as read)
+    rows: int = 0  # data rows read (blank rows are not counted)
+    bytes_done: int = 0
+
+
+# --- An upload -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Upload:
+    """An opened upload: its table, the header found in it, and the validator for its rows."""
+
+    path: Path
+    source: TableSource
+    header: F.HeaderMap
+    header_cells: list[str]
+    header_line: int
+    validator: RowValidator
+    pending: list[tuple[int, list[Any]]]  # rows read while looking for the header
+    rows_iter: Iterator[tuple[int, list[Any]]]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def file_format(self) -> str:
+        return self.source.format
+
+    @property
+    def encoding(self) -> str | None:
+        return self.source.encoding
+
+    def chunks(self, size: int = 5000) -> Iterator[Chunk]:
+        """Validated rows, `size` at a time. A malformed CSV raises `UnreadableFile` at the row it breaks."""
+        nonblank = any if self.source.format == "csv" else _nonblank  # blank rows are not data
+        lines: list[int] = []
+        rows: list[list[Any]] = []
+        for line, cells in itertools.chain(self.pending, self.rows_iter):
+            if nonblank(cells):
+                lines.append(line)
+                rows.append(cells)
+                if len(rows) >= size:
+                    yield self._chunk(lines, rows, self.source.bytes_done())
+                    lines, rows = [], []
+        self.pending = []
+        yield self._chunk(lines, rows, self.source.bytes_total)
+
+    def _chunk(self, lines: list[int], rows: list[list[Any]], bytes_done: int) -> Chunk:
+        records, problems, rejected = self.validator.validate_rows(lines, rows)
+        return Chunk(
+            records=records,
+            problems=problems,
+            rejected=[(lines[k], rows[k]) for k in rejected],
+            rows=len(rows),
+            bytes_done=bytes_done,
+        )
+
+    def rejected_cells(self, cells: list[Any]) -> dict[str, str]:
+        """A rejected row as header -> text, for the report."""
+        out: dict[str, str] = {}
+        for i, value in enumerate(cells):
+            if value in ("", None):
+                continue
+            key = self.header_cells[i] if i < len(self.header_cells) and self.header_cells[i] else f"#{i + 1}"
+            if isinstance(value, str):
+                out[key] = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            else:
+                out[key] = repr(value) if isinstance(value, float) else str(value)
+        return out
+
+    def close(self) -> None:
+        self.source.close()
+
+
+def _nonblank(cells: list[Any]) -> bool:
+    return any(c not in ("", None) for c in cells)
+
+
+def _header_score(cells: list[Any], aliases: dict[str, str]) -> int:
+    found = {aliases.get(F.normalise_header(c)) for c in cells if isinstance(c, str)}
+    return sum(1 for name in F.REQUIRED if name in found) * 100 + len(found - {None})
+
+
+def open_upload(path: Path | str, department: DepartmentConfig) -> Upload:
+    """Open a file and find its header: the first of its first rows that names the required columns (a
+    title row above the header is skipped), or else the first non-empty row, whose problems are reported.
+
+    Raises `UnreadableFile` (file-level problems: type, encoding, header) or `FileNotFoundError`."""
+    path = Path(path)
+    source = open_table(path, list(department.encodings))
+    try:
+        aliases = F.alias_table(department.column_aliases)
+        rows_iter = source.rows()
+        pending: list[tuple[int, list[Any]]] = []
+        for line, cells in rows_iter:
+            if _nonblank(cells):
+                pending.append((line, cells))
+            if len(pending) >= HEADER_SEARCH_ROWS:
+                break
+        if not pending:
+            raise _file_problem("文件为空 (the file is empty)")
+        best = 0
+        for i, (_line, cells) in enumerate(pending):
+            if _header_score(cells, aliases) >= 100 * len(F.REQUIRED):
+                best = i
+                break
+        header_line, header_cells_raw = pending[best]
+        header_cells = [F.cell_text(c) or "" if not isinstance(c, str) else c.strip() for c in header_cells_raw]
+        if header_cells and header_cells[0].startswith("\ufeff"):
+            header_cells[0] = header_cells[0].lstrip("\ufeff")
+        header = F.map_headers(list(header_cells), aliases)
+        if header.errors:
+            raise UnreadableFile([RowProblem(line=header_line, reason=e) for e in header.errors])
+        validator = RowValidator(department, header, header_cells, source.encoding, text_rows=source.format == "csv")
+        warnings = list(source.warnings)
+        if best:
+            warnings.append(f"表头在第 {header_line} 行，其上的 {best} 行被跳过 (header found on line {header_line}; {best} row(s) above it skipped)")
+        if header.unknown:
+            names = ", ".join(header.unknown)
+            warnings.append(f"以下列无法识别，已忽略：{names} (unknown columns ignored: {names})")
+        return Upload(
+            path=path,
+            source=source,
+            header=header,
+            header_cells=header_cells,
+            header_line=header_line,
+            validator=validator,
+            pending=pending[best + 1 :],
+            rows_iter=rows_iter,
+            warnings=warnings,
+        )
+    except BaseException:
+        source.close()
+        raise
+
+
+ProgressCallback = Callable[[int, int, int], None]

@@ -1,0 +1,114 @@
+"""The audit log: who looked up which number, in what role, why, and what the answer was.
+
+Every lookup made with a key (single or batch) is written here before its answer is returned; if the
+entry cannot be written the answer is not shown (`AuditUnavailable`, 503): access to personal data is
+never unlogged. The holder's name is never logged, only whether one was given.
+
+    log = AuditLog(engine)
+    await log.write([AuditEntry.now(principal, action="lookup", number="T110...", verdict="valid", ...)])
+    await log.read(limit=50, key_id="3f9a0c1d2e4b")
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from aggregator.web.problems import AuditUnavailable
+from aggregator.web.roles import Principal
+from aggregator.web.tables import audit_log, write_transaction
+
+log = logging.getLogger(__name__)
+
+MAX_PURPOSE = 500
+MAX_READ = 1000
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One lookup by a key. `id` is set once stored."""
+
+    at: datetime
+    key_id: str
+    role: str
+    action: str  # lookup | verification
+    number: str
+    name_given: bool
+    id_number_given: bool
+    verdict: str | None
+    purpose: str | None = None
+    client_ip: str | None = None
+    id: int | None = field(default=None, compare=False)
+
+    @classmethod
+    def now(
+        cls,
+        principal: Principal,
+        *,
+        action: str,
+        number: str,
+        name_given: bool,
+        id_number_given: bool,
+        verdict: str | None,
+        purpose: str | None,
+        client_ip: str | None,
+    ) -> AuditEntry:
+        assert principal.key_id is not None, "only lookups by a key are audited"
+        return cls(
+            at=datetime.now(UTC),
+            key_id=principal.key_id,
+            role=principal.role.value,
+            action=action,
+            number=number[:64],
+            name_given=name_given,
+            id_number_given=id_number_given,
+            verdict=verdict,
+            purpose=(purpose or None) and purpose[:MAX_PURPOSE],
+            client_ip=client_ip,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["at"] = self.at.isoformat()
+        return out
+
+
+class AuditLog:
+    """The audit log in the records database."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def write(self, entries: Sequence[AuditEntry]) -> None:
+        """Store entries in one transaction; `AuditUnavailable` if the database refuses."""
+        if not entries:
+            return
+        rows = [{k: v for k, v in asdict(e).items() if k != "id"} for e in entries]
+        try:
+            async with write_transaction(self._engine) as conn:
+                await conn.execute(insert(audit_log), rows)
+        except Exception as e:
+            log.error("audit log write failed: %s", e)
+            raise AuditUnavailable(str(e)) from e
+
+    async def read(self, *, limit: int = 100, key_id: str | None = None) -> list[AuditEntry]:
+        """The newest entries first, at most `limit` (capped at 1000), optionally of one key."""
+        limit = max(1, min(limit, MAX_READ))
+        stmt = select(audit_log).order_by(audit_log.c.id.desc()).limit(limit)
+        if key_id:
+            stmt = stmt.where(audit_log.c.key_id == key_id)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(stmt)).all()
+        out = []
+        for r in rows:
+            m = dict(r._mapping)
+            at = m["at"]
+            m["at"] = at if at.tzinfo else at.replace(tzinfo=UTC)
+            out.append(AuditEntry(**m))
+        return out

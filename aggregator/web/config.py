@@ -1,0 +1,69 @@
+"""Settings of the web service (not of the sources): limits, trusted proxies, deadlines.
+
+    WebConfig()                                             # the defaults below
+    WebConfig(trusted_proxies=["10.0.0.0/8"], ip_per_minute=30)
+    WebConfig.from_env()                                    # CERTQ_WEB_* environment variables
+
+Environment (for `certq serve` and worker processes): CERTQ_WEB_TRUSTED_PROXIES (comma-separated CIDRs),
+CERTQ_WEB_IP_PER_MINUTE, CERTQ_WEB_KEY_PER_MINUTE, CERTQ_WEB_BODY_LIMIT, CERTQ_WEB_UPLOAD_LIMIT,
+CERTQ_WEB_DEADLINE_S, CERTQ_WEB_UPLOAD_DIR.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from functools import cached_property
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MB = 1024 * 1024
+
+
+class WebConfig(BaseModel):
+    """Limits and trust settings of one web app. A limit of 0 requests per minute switches that limit off."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    trusted_proxies: list[str] = Field(default_factory=list)  # CIDRs whose X-Forwarded-For / X-Real-IP we believe
+    body_limit: int = Field(2 * MB, ge=1024)  # any request body but multipart uploads
+    upload_limit: int = Field(200 * MB, ge=1024)  # multipart bodies, and the uploaded file itself
+    ip_per_minute: int = Field(120, ge=0)  # requests per client IP per sliding minute (anonymous callers)
+    key_per_minute: int = Field(1200, ge=0)  # requests per API key per sliding minute
+    deadline_s: float = Field(6.0, gt=0, le=120)  # one lookup, all sources
+    batch_max: int = Field(1000, ge=1, le=10_000)  # pairs in one verification request
+    batch_concurrency: int = Field(20, ge=1, le=200)  # lookups of one verification request at once
+    key_cache_s: float = Field(2.0, ge=0)  # how long an authenticated key is trusted before asking the database
+    upload_dir: str | None = None  # where uploads are streamed to (default: the system temp directory)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _cidrs(cls, v: list[str]) -> list[str]:
+        for cidr in v:
+            try:
+                ipaddress.ip_network(cidr.strip(), strict=False)
+            except ValueError as e:
+                raise ValueError(f"not an IP network: {cidr!r}") from e
+        return [c.strip() for c in v]
+
+    @cached_property
+    def trusted_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(ipaddress.ip_network(c, strict=False) for c in self.trusted_proxies)
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> WebConfig:
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        if env.get("CERTQ_WEB_TRUSTED_PROXIES"):
+            values["trusted_proxies"] = [c for c in env["CERTQ_WEB_TRUSTED_PROXIES"].split(",") if c.strip()]
+        for name, key in (
+            ("CERTQ_WEB_IP_PER_MINUTE", "ip_per_minute"),
+            ("CERTQ_WEB_KEY_PER_MINUTE", "key_per_minute"),
+            ("CERTQ_WEB_BODY_LIMIT", "body_limit"),
+            ("CERTQ_WEB_UPLOAD_LIMIT", "upload_limit"),
+            ("CERTQ_WEB_DEADLINE_S", "deadline_s"),
+            ("CERTQ_WEB_UPLOAD_DIR", "upload_dir"),
+        ):
+            if env.get(name):
+                values[key] = env[name]
+        return cls.model_validate(values)

@@ -1,0 +1,165 @@
+"""The ASGI layers every request passes, outermost first (plain ASGI, no per-request task or copy):
+
+1. `RequestMetrics`: counts and times every request by route template and status.
+2. `ProblemGuard`: any exception becomes an RFC 9457 problem document; there is never a bare 500 page.
+3. `Gate`: the client IP (proxy headers only from trusted proxies), the body size limit (checked against
+   Content-Length up front and while the body streams in), the caller's key (`Authorization: Bearer`;
+   an unknown or revoked key is a 401, never a silent downgrade to public) and the rate limit (per key, or
+   per client IP for anonymous callers and for requests with a bad key).
+
+What a route needs is left in the request state: `principal` (roles.Principal) and `client_ip`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from aggregator.errors import describe
+from aggregator.web.clientip import client_ip
+from aggregator.web.config import WebConfig
+from aggregator.web.metrics import Metrics
+from aggregator.web.problems import BodyTooLarge, InvalidKey, TooManyRequests, UploadTooLarge, problem_response
+from aggregator.web.roles import Principal
+from aggregator.web.service import Services
+
+log = logging.getLogger("aggregator.web")
+
+# Paths that are never rate limited (probes, scrapes, assets).
+UNLIMITED_PREFIXES = ("/healthz", "/readyz", "/metrics", "/static/", "/favicon.ico")
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for k, v in scope.get("headers", ()):
+        if k == name:
+            return v.decode("latin-1")
+    return None
+
+
+class RequestMetrics:
+    """Outermost layer: one count and one timing per HTTP request, labelled by the matched route template."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            label = getattr(route, "path", None) or "unmatched"
+            self.metrics.observe_request(label, scope["method"], status, time.perf_counter() - started)
+
+
+class ProblemGuard:
+    """Turns any exception that escapes a route (or the gate) into a problem document."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception as exc:  # noqa: BLE001 - the one place that answers for every failure
+            if describe(exc).status >= 500:
+                log.exception("%s %s failed", scope.get("method"), scope.get("path"))
+            if started:  # too late for a problem document; the server closes the connection
+                raise
+            await problem_response(exc)(scope, receive, send)
+
+
+class Gate:
+    """Client IP, body limit, authentication and rate limiting, in that order."""
+
+    def __init__(self, app: ASGIApp, config: WebConfig, services: Callable[[], Services]) -> None:
+        self.app = app
+        self.config = config
+        self.services = services  # the app's services (built by the lifespan, so looked up per request)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        cfg = self.config
+        ip = client_ip(scope, cfg.trusted_networks)
+        request_state = scope.setdefault("state", {})
+        request_state["client_ip"] = ip
+
+        content_type = (_header(scope, b"content-type") or "").lower()
+        limit = cfg.upload_limit if content_type.startswith("multipart/") else cfg.body_limit
+        length = _header(scope, b"content-length")
+        too_large = UploadTooLarge if content_type.startswith("multipart/") else BodyTooLarge
+        if length is not None and length.strip().isdigit() and int(length) > limit:
+            raise too_large(limit)
+
+        path: str = scope.get("path", "")
+        limited = not path.startswith(UNLIMITED_PREFIXES)
+        auth = _header(scope, b"authorization")
+        if auth is None:
+            principal = Principal.anonymous()
+        else:
+            scheme, _, token = auth.partition(" ")
+            try:
+                if scheme.lower() != "bearer" or not token.strip():
+                    raise InvalidKey()
+                principal = await self.services().keys.authenticate(token.strip())
+            except InvalidKey:
+                if limited:  # guessing keys counts against the caller's IP
+                    await self._limit(f"ip:{ip}", cfg.ip_per_minute, "ip")
+                raise
+        request_state["principal"] = principal
+
+        if limited:
+            if principal.key_id is not None:
+                await self._limit(f"key:{principal.key_id}", cfg.key_per_minute, "key")
+            else:
+                await self._limit(f"ip:{ip}", cfg.ip_per_minute, "ip")
+
+        received = 0
+
+        async def receive_limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise too_large(limit)
+            return message
+
+        await self.app(scope, receive_limited, send)
+
+    async def _limit(self, ident: str, per_minute: int, scope_name: str) -> None:
+        if per_minute <= 0:
+            return
+        services = self.services()
+        decision = await services.limiter.hit(ident, per_minute)
+        if not decision.allowed:
+            services.metrics.rate_limited.labels(scope_name).inc()
+            raise TooManyRequests(scope_name, per_minute, decision.retry_after_s)

@@ -1,0 +1,205 @@
+"""Errors of the web layer and how every error becomes an RFC 9457 problem document.
+
+    raise Forbidden(role="employer", action="上传记录 / upload records")
+    ...
+    problem_response(exc)   # application/problem+json: type, title, status, detail, detail_zh, detail_en
+
+The wording lives in `aggregator.errors` (the one table): the exceptions here register their text there at
+import time, and `problem_response` only asks `describe`. Extra members (a batch report, Retry-After, the
+failed readiness checks) travel on the exception as `extra` / `headers`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.responses import JSONResponse
+
+from aggregator.errors import describe, register
+
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_TYPE_BASE = "/docs#problem-"  # the docs page explains each problem type
+
+
+class WebError(Exception):
+    """Base of the web layer's errors: optional extra problem members and response headers."""
+
+    def __init__(self, message: str = "", *, extra: dict[str, Any] | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message or type(self).__name__)
+        self.extra = extra or {}
+        self.headers = headers or {}
+
+
+class AuthRequired(WebError):
+    """The endpoint needs a key and the request carried none."""
+
+    def __init__(self) -> None:
+        super().__init__(headers={"WWW-Authenticate": 'Bearer realm="certq"'})
+
+
+class InvalidKey(WebError):
+    """An Authorization header was sent but its key is malformed, unknown or revoked."""
+
+    def __init__(self) -> None:
+        super().__init__(headers={"WWW-Authenticate": 'Bearer realm="certq", error="invalid_token"'})
+
+
+class Forbidden(WebError):
+    """The caller's role may not do this."""
+
+    def __init__(self, role: str, action: str) -> None:
+        super().__init__(f"{role}: {action}")
+        self.role = role
+        self.action = action
+
+
+class WrongDepartment(WebError):
+    """A department key acting on another department's records."""
+
+    def __init__(self, own: str, other: str) -> None:
+        super().__init__(f"{own} -> {other}")
+        self.own = own
+        self.other = other
+
+
+class PurposeRequired(WebError):
+    """A regulator's lookup without a stated purpose."""
+
+
+class BadRequest(WebError):
+    """A request body or parameter that cannot be used; `zh` and `en` say why."""
+
+    def __init__(self, zh: str, en: str, *, extra: dict[str, Any] | None = None) -> None:
+        super().__init__(en, extra=extra)
+        self.zh = zh
+        self.en = en
+
+
+class Unprocessable(BadRequest):
+    """Well-formed but invalid input (422), e.g. too many pairs, a field too long."""
+
+
+class TooManyRequests(WebError):
+    """A rate limit was reached; retry after `retry_after_s` seconds."""
+
+    def __init__(self, scope: str, limit: int, retry_after_s: int) -> None:
+        super().__init__(
+            f"{scope} limit {limit}/min",
+            extra={"retry_after_s": retry_after_s, "limit_per_minute": limit, "scope": scope},
+            headers={"Retry-After": str(retry_after_s)},
+        )
+        self.scope = scope
+        self.limit = limit
+        self.retry_after_s = retry_after_s
+
+
+class BodyTooLarge(WebError):
+    """The request body passed the size limit (checked while it streams in)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"limit {limit} bytes", extra={"limit_bytes": limit})
+        self.limit = limit
+
+
+class UploadTooLarge(BodyTooLarge):
+    """An uploaded file passed the upload size limit; nothing was imported."""
+
+
+class RouteNotFound(WebError):
+    """No route, or no such resource."""
+
+    def __init__(self, what: str = "") -> None:
+        super().__init__(what or "not found")
+        self.what = what or "not found"
+
+
+class MethodNotAllowed(WebError):
+    """The route exists but not for this HTTP method."""
+
+    def __init__(self, method: str, allow: str | None) -> None:
+        super().__init__(method, headers={"Allow": allow} if allow else {})
+        self.method = method
+
+
+class ImportRejected(WebError):
+    """An uploaded records file was rejected (or not imported); the batch report says why."""
+
+    def __init__(self, zh: str, en: str, report: dict[str, Any]) -> None:
+        super().__init__(en, extra={"report": report})
+        self.zh = zh
+        self.en = en
+
+
+class AlreadyUploaded(WebError):
+    """The same file (same sha256) was already imported for this department; nothing was added."""
+
+    def __init__(self, batch_id: int, department: str) -> None:
+        super().__init__(f"batch {batch_id}", extra={"batch_id": batch_id, "batch": f"/api/v1/uploads/{batch_id}"})
+        self.batch_id = batch_id
+        self.department = department
+
+
+class UnsupportedMediaType(WebError):
+    """A request body in a format the endpoint does not read."""
+
+    def __init__(self, got: str, accepted: str) -> None:
+        super().__init__(got)
+        self.got = got or "(none)"
+        self.accepted = accepted
+
+
+class AuditUnavailable(WebError):
+    """The audit log could not be written, so personal data is not shown (fail closed)."""
+
+
+class NotReady(WebError):
+    """A dependency (the store, Redis) does not answer."""
+
+    def __init__(self, checks: dict[str, str]) -> None:
+        failed = ", ".join(k for k, v in checks.items() if v.startswith("failed"))
+        super().__init__(failed, extra={"checks": checks})
+        self.failed = failed
+
+
+# Leaf classes first: `describe` takes the first registered class the exception is an instance of.
+register(AuthRequired, 401, 77, "authentication-required", "此功能需要 API 密钥", "this endpoint needs an API key (Authorization: Bearer <key>)")
+register(InvalidKey, 401, 77, "invalid-key", "API 密钥无效或已吊销", "the API key is malformed, unknown or revoked")
+register(Forbidden, 403, 77, "forbidden", "当前角色（{exc.role}）无权执行此操作：{exc.action}", "role {exc.role} may not do this: {exc.action}")
+register(WrongDepartment, 403, 77, "wrong-department", "部门密钥只能操作本部门（{exc.own}）的记录，不能操作 {exc.other}", "a {exc.own} department key may not act on {exc.other} records")
+register(PurposeRequired, 400, 64, "purpose-required", "监管查询须说明用途（X-Purpose 请求头或 purpose 参数）", "regulator lookups must state a purpose (X-Purpose header or purpose parameter)")
+register(Unprocessable, 422, 65, "invalid-request", "{exc.zh}", "{exc.en}")
+register(BadRequest, 400, 64, "bad-request", "{exc.zh}", "{exc.en}")
+register(TooManyRequests, 429, 75, "rate-limited", "请求过于频繁，请 {exc.retry_after_s} 秒后再试", "too many requests ({exc.scope} limit {exc.limit}/min); retry in {exc.retry_after_s} s")
+register(UploadTooLarge, 413, 65, "upload-too-large", "上传文件超过大小上限 {exc.limit} 字节，未导入任何记录", "the uploaded file is larger than {exc.limit} bytes; nothing was imported")
+register(BodyTooLarge, 413, 65, "body-too-large", "请求体超过大小上限 {exc.limit} 字节", "the request body is larger than {exc.limit} bytes")
+register(RouteNotFound, 404, 66, "not-found", "未找到：{exc.what}", "not found: {exc.what}")
+register(MethodNotAllowed, 405, 64, "method-not-allowed", "不支持此请求方法：{exc.method}", "method {exc.method} is not allowed here")
+register(ImportRejected, 422, 65, "import-rejected", "{exc.zh}", "{exc.en}")
+register(AlreadyUploaded, 409, 65, "already-imported", "该文件已导入（批次 {exc.batch_id}），未作任何更改", "this file was already imported for {exc.department} as batch {exc.batch_id}; nothing was added")
+register(UnsupportedMediaType, 415, 65, "unsupported-media-type", "不支持的请求格式 {exc.got}，可用：{exc.accepted}", "unsupported content type {exc.got}; send {exc.accepted}")
+register(AuditUnavailable, 503, 75, "audit-unavailable", "审计日志暂不可写，为保护个人信息暂停查询", "the audit log cannot be written, so lookups by key are paused")
+register(NotReady, 503, 69, "not-ready", "服务依赖不可用：{exc.failed}", "dependencies not reachable: {exc.failed}")
+
+
+def problem_body(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """The status, problem document and extra headers for any exception."""
+    err = describe(exc)
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE_BASE + err.title,
+        "title": err.title,
+        "status": err.status,
+        "detail": err.text,
+        "detail_zh": err.zh,
+        "detail_en": err.en,
+    }
+    headers: dict[str, str] = {}
+    if isinstance(exc, WebError):
+        body.update(exc.extra)
+        headers.update(exc.headers)
+    return err.status, body, headers
+
+
+def problem_response(exc: BaseException) -> JSONResponse:
+    """An `application/problem+json` response for `exc`, with its headers (Retry-After, Allow ...)."""
+    status, body, headers = problem_body(exc)
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)

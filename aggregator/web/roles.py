@@ -1,0 +1,47 @@
+"""Who is asking: the five roles of the web API and the principal a request acts as.
+
+    Principal.anonymous()                      # the public: no key
+    Principal(Role.DEPARTMENT, key_id="k3f9a0c1", label="应急管理部 数据科", department=Department.MEM)
+
+What each role may do is decided where it is used (see `api.py`); what each role may *see* of an answer is
+decided in one place, `masking.mask_answer`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from aggregator.models import Department
+
+
+class Role(StrEnum):
+    PUBLIC = "public"  # anonymous: masked answers
+    EMPLOYER = "employer"  # masked answers plus whether the name it supplied matches; batch verification
+    REGULATOR = "regulator"  # full records and conflicts; must state a purpose; reads the audit log
+    DEPARTMENT = "department"  # uploads its own department's records; masked answers like the public
+    ADMIN = "admin"  # everything
+
+
+FULL_VIEW_ROLES = frozenset({Role.REGULATOR, Role.ADMIN})
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The identity a request acts as. `key_id` is None for the anonymous public."""
+
+    role: Role
+    key_id: str | None = None
+    label: str | None = None
+    department: Department | None = None  # set for (and only for) department keys
+
+    @classmethod
+    def anonymous(cls) -> Principal:
+        return cls(Role.PUBLIC)
+
+    @property
+    def is_anonymous(self) -> bool:
+        return self.key_id is None
+
+    def sees_full_records(self) -> bool:
+        return self.role in FULL_VIEW_ROLES
