@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 from rich.console import Console
@@ -25,6 +27,10 @@ from aggregator.errors import describe
 from aggregator.models import Department
 from aggregator.records.report import AlreadyImported, BatchReport, BatchStatus, BatchSummary, InvalidQuarter
 
+if TYPE_CHECKING:
+    from aggregator.records.store import RecordStore
+
+T = TypeVar("T")
 EXIT_IMPORTED, EXIT_PARTIAL, EXIT_USAGE, EXIT_REJECTED = 0, 1, 2, 65
 SHOWN_PROBLEMS = 20  # problems printed under a report unless --all
 
@@ -46,20 +52,30 @@ def _quarter(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
         raise click.BadParameter(str(e)) from None
 
 
-async def _open_store(database_url: str | None, config_dir: str | None):
-    from aggregator.records import RecordStore
+def _with_store(database_url: str | None, config_dir: str | None, work: Callable[[RecordStore], Awaitable[T]]) -> T:
+    """Open the records database (running migrations), run `work(store)`, close. `AlreadyImported` passes
+    through; every other error is printed through the one table and exits with its code."""
     from aggregator.records.importer import load_departments
+    from aggregator.records.store import RecordStore
 
-    departments = load_departments(config_dir) if config_dir else None
-    return await RecordStore.open(database_url, departments=departments)
+    async def run() -> T:
+        departments = load_departments(config_dir) if config_dir else None
+        store = await RecordStore.open(database_url, departments=departments)
+        try:
+            return await work(store)
+        finally:
+            await store.close()
 
-
-def _fail(e: BaseException) -> None:
-    err = describe(e)
-    err_console.print(f"[red]{err.text}[/red]")
-    if err.exit_code >= 70:
-        err_console.print_exception()
-    sys.exit(err.exit_code)
+    try:
+        return asyncio.run(run())
+    except AlreadyImported:
+        raise
+    except Exception as e:  # noqa: BLE001 - every error goes through the one table
+        err = describe(e)
+        err_console.print(f"[red]{err.text}[/red]")
+        if err.exit_code >= 70:
+            err_console.print_exception()
+        sys.exit(err.exit_code)
 
 
 # --- import ------------------------------------------------------------------------------------------
@@ -98,44 +114,37 @@ def import_command(
     Exit codes: 0 imported (or already imported) · 1 partly imported (--partial)
                 65 rejected, nothing imported · 2 bad arguments
     """
-    show_progress = not as_json and console.is_terminal
+    show_progress = err_console.is_terminal
 
-    async def run() -> BatchReport:
-        store = await _open_store(database_url, config_dir)
-        try:
-            with Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                DownloadColumn(),
-                TextColumn("{task.fields[rows]:>10,} rows"),
-                TimeRemainingColumn(),
-                console=err_console,
-                disable=not show_progress,
-                transient=True,
-            ) as bar:
-                task = bar.add_task(f"importing {file.name}", total=file.stat().st_size or 1, rows=0)
+    async def run(store: RecordStore) -> BatchReport:
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TextColumn("{task.fields[rows]:>10,} rows"),
+            TimeRemainingColumn(),
+            console=err_console,
+            disable=not show_progress,
+            transient=True,
+        ) as bar:
+            task = bar.add_task(f"importing {file.name}", total=file.stat().st_size or 1, rows=0)
 
-                def progress(rows: int, done: int, total: int) -> None:
-                    bar.update(task, completed=done, total=total or 1, rows=rows)
+            def progress(rows: int, done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total or 1, rows=rows)
 
-                return await store.import_file(
-                    file, department=department, quarter=quarter, uploaded_by=uploaded_by, partial=partial,
-                    progress=progress,
-                )
-        finally:
-            await store.close()
+            return await store.import_file(
+                file, department=department, quarter=quarter, uploaded_by=uploaded_by, partial=partial,
+                progress=progress,
+            )
 
     try:
-        report = asyncio.run(run())
+        report = _with_store(database_url, config_dir, run)
     except AlreadyImported as e:
         if as_json:
             click.echo(f'{{"already_imported": true, "batch_id": {e.batch_id}}}')
         else:
             console.print(f"[yellow]{e}[/yellow]")
         sys.exit(EXIT_IMPORTED)
-    except Exception as e:  # noqa: BLE001 - every error goes through the one table
-        _fail(e)
-        return
     if as_json:
         click.echo(report.model_dump_json(indent=2))
     else:
@@ -212,18 +221,7 @@ def uploads_group() -> None:
 def uploads_list(department: str | None, limit: int, as_json: bool, database_url: str | None) -> None:
     """List uploads, newest first (rejected ones too: their reports say what to fix)."""
 
-    async def run() -> list[BatchSummary]:
-        store = await _open_store(database_url, None)
-        try:
-            return await store.list_batches(department, limit=limit)
-        finally:
-            await store.close()
-
-    try:
-        batches = asyncio.run(run())
-    except Exception as e:  # noqa: BLE001
-        _fail(e)
-        return
+    batches = _with_store(database_url, None, lambda store: store.list_batches(department, limit=limit))
     if as_json:
         click.echo("[" + ",\n".join(b.model_dump_json() for b in batches) + "]")
     elif not batches:
@@ -240,18 +238,7 @@ def uploads_list(department: str | None, limit: int, as_json: bool, database_url
 def uploads_show(batch_id: int, as_json: bool, show_all: bool, database_url: str | None) -> None:
     """Show one upload's report: counts, warnings, and every rejected row with its reason."""
 
-    async def run() -> BatchReport | None:
-        store = await _open_store(database_url, None)
-        try:
-            return await store.get_batch(batch_id)
-        finally:
-            await store.close()
-
-    try:
-        report = asyncio.run(run())
-    except Exception as e:  # noqa: BLE001
-        _fail(e)
-        return
+    report = _with_store(database_url, None, lambda store: store.get_batch(batch_id))
     if report is None:
         err_console.print(f"[red]没有批次 {batch_id} (no upload with id {batch_id})[/red]")
         sys.exit(EXIT_USAGE)

@@ -28,6 +28,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from aggregator.config import DepartmentConfig
+from aggregator.errors import register
 from aggregator.models import CertKind, Certificate, CertStatus, Department
 from aggregator.numbers import normalise
 from aggregator.records import importer
@@ -138,6 +139,18 @@ async def upgrade_database(engine: AsyncEngine) -> None:
             await conn.run_sync(_upgrade)
 
 
+class StoreUnavailable(Exception):
+    """The records database cannot be reached or opened (server down, wrong URL, unwritable file)."""
+
+    def __init__(self, where: str, detail: str) -> None:
+        self.where = where
+        self.detail = detail.splitlines()[0] if detail else ""
+        super().__init__(f"cannot open the records database {where}: {self.detail}")
+
+
+register(StoreUnavailable, 503, 69, "store-unavailable", "记录数据库无法连接", "cannot open the records database {exc.where}: {exc.detail}")
+
+
 # --- Results -------------------------------------------------------------------------------------
 
 
@@ -237,9 +250,16 @@ class RecordStore:
 
         `departments` are the upload settings (default: config/departments.toml, read at the first import);
         `connect_args` go to the driver (e.g. asyncpg `server_settings={"search_path": ...}`)."""
-        engine = create_engine(url, connect_args=connect_args)
+        try:
+            engine = create_engine(url, connect_args=connect_args)
+        except OSError as e:  # the SQLite file's folder cannot be made
+            raise StoreUnavailable(str(url or database_url_from_env()), f"{type(e).__name__}: {e}") from e
         try:
             await upgrade_database(engine)
+        except (OSError, sa.exc.DBAPIError) as e:
+            await engine.dispose()
+            where = engine.url.render_as_string(hide_password=True)
+            raise StoreUnavailable(where, f"{type(e).__name__}: {e}") from e
         except BaseException:
             await engine.dispose()
             raise
@@ -660,7 +680,8 @@ class RecordStore:
             f"SELECT n.number AS number, {sub} AS sub FROM records n"
             f" WHERE n.department = :d AND n.{cur} AND n.batch_id = :b AND n.number IN ("
             f"  SELECT number FROM records WHERE department = :d AND {cur} GROUP BY number HAVING count(*) > 1)"
-            f" GROUP BY n.number, {sub} HAVING count(*) > 1"
+            # by position: MOHURD's sub-key is the constant '', which PostgreSQL refuses in a GROUP BY
+            f" GROUP BY 1, 2 HAVING count(*) > 1"
         )
         query = sa.text(
             f"SELECT n.id, n.row_number, n.number, n.holder_name, n.category, n.operation_item, {sub} AS sub"
