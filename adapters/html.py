@@ -35,7 +35,7 @@ from adapters.parsing import (
     label_key,
     label_values,
     select_all,
-    soup_of,
+    parsed_html,
 )
 from adapters.request import (
     AdapterConfigError,
@@ -104,13 +104,13 @@ class HtmlAdapter(HttpSource):
     def parse(self, resp: HttpResponse) -> list[Certificate]:
         check_status(resp)
         o = self.options
-        soup = soup_of(resp.text or "")
-        if select_all(soup, o.found):
-            if o.complete_marker and o.complete_marker.lower() not in (resp.text or "").lower():
-                raise ParseError("body", f"page cut short: no {o.complete_marker}")
-            return self.certificates(soup)
-        markers = select_all(soup, o.not_found)
-        texts = [clean_text(m.get_text(" ")) for m in markers]
+        with parsed_html(resp.text or "") as soup:
+            if select_all(soup, o.found):
+                if o.complete_marker and o.complete_marker.lower() not in (resp.text or "").lower():
+                    raise ParseError("body", f"page cut short: no {o.complete_marker}")
+                return self.certificates(soup)
+            markers = select_all(soup, o.not_found)
+            texts = [clean_text(m.get_text(" ")) for m in markers]
         wanted = [fold(t) for t in o.not_found_text]
         if markers and (not wanted or any(t in fold(text) for text in texts for t in wanted)):
             raise NotFound(texts[0] or "not found")

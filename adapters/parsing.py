@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import date, datetime
 from typing import Any, Literal
 
@@ -198,6 +199,18 @@ def blocked_or_parse_error(resp: HttpResponse, where: str, detail: str) -> Sourc
 
 def soup_of(text: str) -> BeautifulSoup:
     return BeautifulSoup(text, "lxml")
+
+
+@contextmanager
+def parsed_html(text: str) -> Iterator[BeautifulSoup]:
+    """The page's tree for the duration of a parse, then destroyed: a BeautifulSoup tree is a web of
+    parent/child reference cycles that only the garbage collector would otherwise free, and under load
+    those full collections are the long tail of lookup latency (bench/bench_fanout.py)."""
+    soup = soup_of(text)
+    try:
+        yield soup
+    finally:
+        soup.decompose()
 
 
 def select_all(root: BeautifulSoup | Tag, selector: str) -> list[Tag]:

@@ -20,6 +20,7 @@ from typing import Any
 
 from adapters.registry import build_adapter
 from aggregator.cache import SourceCache
+from aggregator.cache.coalesce import SingleFlight
 from aggregator.config import Settings, SourceConfig
 from aggregator.merge import build_answer
 from aggregator.models import Answer, Department, ErrorKind, Mode, Outcome, Query, SourceResult
@@ -74,6 +75,10 @@ class Gateway:
             s.id: build_adapter(s) for s in settings.sources if s.enabled and s.mode != Mode.RECORDS
         }
         self._generations: dict[Department, tuple[float, int]] = {}
+        # One store read per department when the memo lapses, shared by every lookup waiting for it (without
+        # it, each concurrent lookup reads the generation itself: a burst of queries every GENERATION_MEMO_S).
+        self._generation_reads: SingleFlight[int] = SingleFlight()
+        self._generation_epoch = 0  # bumped by forget_generation: a read started before it is not memoised
 
     @classmethod
     async def open(
@@ -103,6 +108,7 @@ class Gateway:
         await self.close()
 
     async def close(self) -> None:
+        await self._generation_reads.cancel_all()
         await self.runner.close()
         await self.resilience.aclose()  # before the cache: the cache owns the Redis client they share
         await self.cache.close()
@@ -150,9 +156,9 @@ class Gateway:
         # decides a hung source's fate and records the failure in the circuit breaker.
         inner_deadline = started + max(budget - RUNNER_MARGIN_S, budget / 2)
         try:
+            if source.mode == Mode.LINK:  # built here, no I/O: no timer needed
+                return self._link(source, query, started)
             async with asyncio.timeout(budget):
-                if source.mode == Mode.LINK:
-                    return self._link(source, query, started)
                 if source.mode == Mode.RECORDS:
                     holder_id = holder_id_for(query, classification)
                     version = str(await self._generation(source.department))
@@ -208,10 +214,20 @@ class Gateway:
         memo = self._generations.get(department)
         if memo and now - memo[0] < GENERATION_MEMO_S:
             return memo[1]
+        epoch = self._generation_epoch
+        # The key names the epoch, so that a lookup after forget_generation never joins an older read.
+        gen, _ = await self._generation_reads.run(
+            f"{department.value}:{epoch}", lambda: self._read_generation(department, now, epoch)
+        )
+        return gen
+
+    async def _read_generation(self, department: Department, asked_at: float, epoch: int) -> int:
         gen = await self.store.generation(department)
-        self._generations[department] = (now, gen)
+        if epoch == self._generation_epoch:
+            self._generations[department] = (asked_at, gen)
         return gen
 
     def forget_generation(self, department: Department) -> None:
         """Call after an import through this process so its cached answers are unreachable at once."""
         self._generations.pop(department, None)
+        self._generation_epoch += 1

@@ -270,6 +270,17 @@ class Runner:
         deadline: float,
     ) -> HttpResponse:
         """One request of the flow, retried on connection errors and 5xx while time is left."""
+        # The first try runs outside tenacity: almost every request succeeds at once, and an AsyncRetrying
+        # per request costs CPU and leaves reference cycles for the garbage collector (bench_fanout.py).
+        # A retryable failure enters the retry loop below as its first attempt, so that the attempts,
+        # backoffs and stop conditions are exactly those of a loop that had made the first try itself.
+        first_failure: SourceError | None
+        try:
+            return await self._attempt(source, session, jar, request, deadline)
+        except SourceError as e:
+            if not e.retryable:
+                raise
+            first_failure = e
         policy = source.retries
 
         def backoff(state: RetryCallState) -> float:
@@ -289,6 +300,9 @@ class Runner:
         try:
             async for attempt in retrying:
                 with attempt:
+                    if first_failure is not None:  # attempt 1: the try made above
+                        failure, first_failure = first_failure, None
+                        raise failure
                     response = await self._attempt(source, session, jar, request, deadline)
         except UpstreamError as e:
             tries = retrying.statistics.get("attempt_number", 1)

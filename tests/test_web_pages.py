@@ -340,3 +340,12 @@ def test_sources_page_lists_every_source_with_its_health(client: TestClient) -> 
         assert f'data-source="{s.id}"' in r.text
     mem = r.text[r.text.index('data-source="mem_records"') :].split("</tr>")[0]
     assert "2026Q1" in mem and "100%" in mem
+
+
+def test_the_certificate_asked_about_comes_first_and_the_holders_others_are_marked(client: TestClient) -> None:
+    # 张小三's MEM card is asked about; his SAMR card (whose number, his ID number, sorts first) is found through it
+    r = client.get("/lookup", params={"number": MEM_NUMBER})
+    cards = re.findall(r'<article class="cert" aria-label="证书 ([^"]+)" data-matched-by="(\w*)">', r.text)
+    assert [m for _, m in cards] == ["number", "holder"] and cards[0][0] == MEM_NUMBER
+    other = r.text[r.text.index('data-matched-by="holder"') :].split("</header>")[0]
+    assert "同一持证人的其他证书" in other

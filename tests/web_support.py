@@ -88,8 +88,9 @@ def records_settings() -> Settings:
     return settings.with_sources([s for s in settings.sources if s.mode == Mode.RECORDS])
 
 
-def build_env(tmp_path: Path, *, with_records: bool = True) -> WebEnv:
-    env = WebEnv(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'certq.sqlite3'}")
+def build_env(tmp_path: Path, *, with_records: bool = True, database_url: str | None = None) -> WebEnv:
+    """The data set and keys in a SQLite file under `tmp_path`, or in the (empty) database `database_url`."""
+    env = WebEnv(tmp_path, database_url or f"sqlite+aiosqlite:///{tmp_path / 'certq.sqlite3'}")
 
     async def prepare() -> None:
         store = await RecordStore.open(env.database_url)

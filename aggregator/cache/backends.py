@@ -19,6 +19,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import MaxConnectionsError, RedisError
 
+from aggregator.cancellation import keep_cancellation
+
 T = TypeVar("T")
 
 # Errors that mean "Redis cannot answer right now" (refused, reset, timed out, loading, read-only replica ...).
@@ -152,7 +154,7 @@ class RedisBackend:
     @staticmethod
     async def _guard(op: Awaitable[T]) -> T:
         try:
-            return await op
+            return await keep_cancellation(op)
         except MaxConnectionsError as e:
             raise BackendUnavailable(f"{type(e).__name__}: {e}", busy=True) from e
         except _REDIS_FAILURES as e:

@@ -96,8 +96,11 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _sqlite_begin(conn: Connection) -> None:
+    options = conn.get_execution_options()
+    if options.get("certq_single_read"):  # one SELECT reads one snapshot by itself: spare BEGIN's 3 thread hops
+        return
     # Writers take the write lock up front: no deadlock between two deferred transactions upgrading.
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("certq_write") else "BEGIN")
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get("certq_write") else "BEGIN")
 
 
 def create_engine(url: str | None = None, *, connect_args: Mapping[str, Any] | None = None) -> AsyncEngine:
@@ -307,6 +310,7 @@ class RecordStore:
             raise ValueError("find needs a number or an id_number")
         params["department"] = department.value
         async with self.engine.connect() as conn:
+            await conn.execution_options(certq_single_read=True)  # (SQLite) the lookup is one statement
             rows = (await conn.execute(statement, params)).all()
         if not rows:
             return RecordsHit()
@@ -683,6 +687,10 @@ class RecordStore:
             # by position: MOHURD's sub-key is the constant '', which PostgreSQL refuses in a GROUP BY
             f" GROUP BY 1, 2 HAVING count(*) > 1"
         )
+        # The groups first: almost always there are none, and then the join below, which visits every row of
+        # the batch (a million on a large file) to compare it with the groups, is not needed at all.
+        if (await conn.execute(sa.text(f"{groups} LIMIT 1"), span)).first() is None:
+            return
         query = sa.text(
             f"SELECT n.id, n.row_number, n.number, n.holder_name, n.category, n.operation_item, {sub} AS sub"
             f" FROM records n JOIN ({groups}) g ON g.number = n.number AND g.sub = {sub}"

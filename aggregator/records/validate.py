@@ -157,6 +157,7 @@ class RowValidator:
             return [], [], []
         bad: dict[int, list[Problem]] = {}  # row position -> its problems
         table, long_rows = self._rectangular(lines, rows, bad)
+        blanked = set(bad)  # rows _rectangular replaced by blanks: their problems are already said
         count = len(table)
         columns = list(zip(*table, strict=True)) if self.width else []
         empty = ("",) * count
@@ -166,7 +167,8 @@ class RowValidator:
             return columns[index] if index is not None else empty
 
         def flag(position: int, column_name: str | None, value: str | None, reason: str) -> None:
-            bad.setdefault(position, []).append((lines[position], column_name, value, reason))
+            if position not in blanked:  # not "name is empty" about a blank stand-in for a row with a bad cell
+                bad.setdefault(position, []).append((lines[position], column_name, value, reason))
 
         numbers = self._numbers(column(F.NUMBER), flag)
         names = list(map(str.strip, column(F.NAME)))

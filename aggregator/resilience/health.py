@@ -23,6 +23,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from aggregator.cancellation import keep_cancellation
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -84,7 +86,7 @@ class RedisHealth:
         if not self.down or self._clock() >= self._retry_at:
             try:
                 async with asyncio.timeout(self.timeout_s):
-                    result = await shared()
+                    result = await keep_cancellation(shared())
             except REDIS_FAILURES as e:
                 self._failed(e)
             else:

@@ -11,6 +11,7 @@ never unlogged. The holder's name is never logged, only whether one was given.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -79,23 +80,61 @@ class AuditEntry:
         return out
 
 
+_Waiting = tuple[list[dict[str, Any]], "asyncio.Future[None]"]
+
+
 class AuditLog:
-    """The audit log in the records database."""
+    """The audit log in the records database.
+
+    Writes are group-committed: while one transaction is being written, the writes that arrive meanwhile
+    queue up and go into the next transaction together, so concurrent lookups do not each take the
+    database's write lock (on SQLite they would otherwise queue on it, sleeping in its busy handler).
+    Each `write` still returns only once its own entries are committed."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._queue: list[_Waiting] = []
+        self._writer: asyncio.Task[None] | None = None
 
     async def write(self, entries: Sequence[AuditEntry]) -> None:
-        """Store entries in one transaction; `AuditUnavailable` if the database refuses."""
+        """Store entries, committed before this returns; `AuditUnavailable` if the database refuses."""
         if not entries:
             return
         rows = [{k: v for k, v in asdict(e).items() if k != "id"} for e in entries]
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((rows, done))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._drain(), name="certq-audit-writer")
+        await done
+
+    async def _drain(self) -> None:
+        """Write what is queued, then what queued up meanwhile, until nothing is left."""
+        batch: list[_Waiting] = []
+        try:
+            while self._queue:
+                batch, self._queue = self._queue, []
+                error = await self._insert([row for rows, _ in batch for row in rows])
+                if error is not None and len(batch) > 1:  # whose rows were refused? each on its own
+                    for rows, done in batch:
+                        _settle(done, await self._insert(rows))
+                else:
+                    for _, done in batch:
+                        _settle(done, error)
+                batch = []
+        finally:  # cancelled (shutdown): nobody may wait for a write that will not happen
+            stopped = RuntimeError("the audit writer stopped before writing these entries")
+            for _, done in batch + self._queue:
+                _settle(done, stopped)  # as AuditUnavailable: the lookup is refused, never answered unlogged
+            self._queue = []
+
+    async def _insert(self, rows: list[dict[str, Any]]) -> Exception | None:
         try:
             async with write_transaction(self._engine) as conn:
                 await conn.execute(insert(audit_log), rows)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - reported to every writer of these rows as AuditUnavailable
             log.error("audit log write failed: %s", e)
-            raise AuditUnavailable(str(e)) from e
+            return e
+        return None
 
     async def read(self, *, limit: int = 100, key_id: str | None = None) -> list[AuditEntry]:
         """The newest entries first, at most `limit` (capped at 1000), optionally of one key."""
@@ -112,3 +151,14 @@ class AuditLog:
             m["at"] = at if at.tzinfo else at.replace(tzinfo=UTC)
             out.append(AuditEntry(**m))
         return out
+
+
+def _settle(done: asyncio.Future[None], error: Exception | None) -> None:
+    if done.done():  # the writer gave up waiting (its request was cancelled)
+        return
+    if error is None:
+        done.set_result(None)
+    else:
+        failure = AuditUnavailable(str(error))
+        failure.__cause__ = error
+        done.set_exception(failure)

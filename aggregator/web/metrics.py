@@ -85,18 +85,28 @@ class Metrics:
         self.rate_limited = Counter("certq_rate_limited", "Requests refused by a rate limit.", ["scope"], registry=r)
         self._snapshot = _Snapshot()
         r.register(self._snapshot)
+        # Labelled children by label values: `labels()` takes a lock and builds a key on every call, and
+        # every request would call it about seven times. The children are never removed, so this is safe.
+        self._children: dict[tuple[object, ...], Any] = {}
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        key = (id(metric), *values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
-        self.requests.labels(route, method, str(status)).inc()
-        self.duration.labels(route).observe(seconds)
+        self._child(self.requests, route, method, str(status)).inc()
+        self._child(self.duration, route).observe(seconds)
 
     def observe_answer(self, answer: Answer) -> None:
-        self.lookups.labels(answer.verdict.value).inc()
+        self._child(self.lookups, answer.verdict.value).inc()
         for s in answer.sources:
             outcome = s.error_kind.value if s.outcome == Outcome.UNAVAILABLE and s.error_kind else s.outcome.value
-            self.source_calls.labels(s.source, outcome, "true" if s.from_cache else "false").inc()
+            self._child(self.source_calls, s.source, outcome, "true" if s.from_cache else "false").inc()
             if not s.from_cache and s.outcome != Outcome.SKIPPED:
-                self.source_latency.labels(s.source).observe(s.elapsed_ms / 1000)
+                self._child(self.source_latency, s.source).observe(s.elapsed_ms / 1000)
 
     async def refresh(self, gateway: Any) -> None:
         """Read the cache counters, circuit states and Redis health from the gateway (never raises)."""

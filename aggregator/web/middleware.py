@@ -22,7 +22,14 @@ from aggregator.errors import describe
 from aggregator.web.clientip import client_ip
 from aggregator.web.config import WebConfig
 from aggregator.web.metrics import Metrics
-from aggregator.web.problems import BodyTooLarge, InvalidKey, TooManyRequests, UploadTooLarge, problem_response
+from aggregator.web.problems import (
+    BodyTooLarge,
+    InvalidKey,
+    TooManyRequests,
+    UploadTooLarge,
+    WebError,
+    problem_response,
+)
 from aggregator.web.roles import Principal
 from aggregator.web.service import Services
 
@@ -88,8 +95,12 @@ class ProblemGuard:
         try:
             await self.app(scope, receive, send_wrapper)
         except Exception as exc:  # noqa: BLE001 - the one place that answers for every failure
-            if describe(exc).status >= 500:
-                log.exception("%s %s failed", scope.get("method"), scope.get("path"))
+            err = describe(exc)
+            if err.status >= 500:
+                if isinstance(exc, WebError):  # an expected, typed outage (not ready, audit log down): no trace
+                    log.warning("%s %s: %s", scope.get("method"), scope.get("path"), err.en)
+                else:
+                    log.exception("%s %s failed", scope.get("method"), scope.get("path"))
             if started:  # too late for a problem document; the server closes the connection
                 raise
             await problem_response(exc)(scope, receive, send)

@@ -400,7 +400,8 @@ _CSS = """
 body{font-family:system-ui,"PingFang SC","Microsoft YaHei",sans-serif;max-width:960px;margin:0 auto;padding:1rem;
 line-height:1.5;color:#1a1a1a}code,pre{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.9em}
 pre{background:#f4f4f4;padding:.6rem;overflow-x:auto;border-radius:4px}table{border-collapse:collapse;width:100%}
-td,th{border:1px solid #ddd;padding:.3rem .5rem;text-align:left;vertical-align:top}
+td,th{border:1px solid #ddd;padding:.3rem .5rem;text-align:left;vertical-align:top;overflow-wrap:anywhere}
+h3 code{overflow-wrap:anywhere}
 .m{display:inline-block;min-width:3.5rem;font-weight:bold}section{border-top:1px solid #ccc;margin-top:1.5rem}
 """
 

@@ -22,16 +22,24 @@ from aggregator.web.config import WebConfig
 from aggregator.web.keys import KeyStore
 from aggregator.web.masking import mask_answer
 from aggregator.web.metrics import Metrics
-from aggregator.web.problems import PurposeRequired
+from aggregator.web.problems import PurposeRequired, Unprocessable
 from aggregator.web.ratelimit import WindowLimiter
 from aggregator.web.roles import Principal, Role
 
 
+# Control characters (NUL above all: PostgreSQL refuses it in text) have no place in a purpose; refused as bad
+# input rather than failing the audit write, which would read as an outage (503).
+_CONTROL = frozenset(chr(c) for c in range(32) if chr(c) not in "\t\n\r") | {"\x7f"}
+
+
 def require_purpose(principal: Principal, purpose: str | None) -> str | None:
-    """The stated purpose, stripped; `PurposeRequired` for a regulator without one."""
+    """The stated purpose, stripped; `PurposeRequired` for a regulator without one, `Unprocessable` for one
+    with control characters."""
     text = (purpose or "").strip() or None
     if principal.role == Role.REGULATOR and text is None:
         raise PurposeRequired()
+    if text is not None and not _CONTROL.isdisjoint(text):
+        raise Unprocessable("用途说明含有控制字符", "the purpose contains control characters")
     return text
 
 

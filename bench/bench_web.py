@@ -1,0 +1,672 @@
+"""Load through the whole web app: cached lookups per second against a bare Starlette JSON endpoint.
+
+    python bench/bench_web.py                                    # wrk if installed, else the Python load generator
+    CERTQ_BENCH_REDIS_URL=redis://127.0.0.1:6379/0 python bench/bench_web.py   # adds the Redis-cache rows
+    python bench/bench_web.py --duration 5 --load python         # shorter, without wrk
+
+What runs (everything on loopback, every server in its own process, all started the same way):
+
+- a SQLite database with the synthetic data set's quarterly uploads of all four departments (`certq demo`'s
+  data, seed 2026) and one employer key;
+- certq (`create_app`, records sources only, rate limits OFF, in-process cache) served by uvicorn: one
+  worker, --loop/--http as given (uvloop + httptools by default), access log off, log level warning;
+- with a Redis URL, a second certq server whose cache is on Redis (keys under a unique prefix, deleted at
+  the end);
+- the baseline: a bare Starlette app with one route, GET /api/v1/certificates/{number}, that returns
+  JSONResponse(document) where the document is the very answer certq gave for that number at warm-up
+  (same bytes, same size, re-serialised per request as any JSON endpoint does), served by uvicorn the same way.
+
+Each number is looked up twice before measuring (the second answer must come from the cache for every source
+that was asked), then wrk (`-t THREADS -c CONNS -d DURATION --latency`, a Lua script cycling through the
+numbers) is run against each target in turn, first at --connections (the throughput figure and the ratio),
+then at --p99-connections (the latency figures); with --rounds N the whole sequence is repeated and each
+figure is the median. Rows: the public (anonymous) lookup, and the same lookup with an employer key and
+?name= (which also writes one audit entry per lookup to the database; the count written is checked against
+the responses). Any non-2xx answer or socket error invalidates the run (reported, exit status 1).
+
+Without wrk, or with --load python, THREADS load processes of the aiohttp client (CONNS/THREADS connections
+each, fixed duration, at most 1,000,000 requests a connection) stand in for it and the output says so; they
+spend more CPU per request than wrk on the cores they share with the servers, so treat their absolute
+figures as lower bounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote
+
+ROOT = Path(__file__).resolve().parent.parent
+LOOKUP = "/api/v1/certificates/"
+
+
+def redis_url_from_env() -> str | None:
+    return os.environ.get("CERTQ_BENCH_REDIS_URL") or None
+
+
+# --- the data ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Env:
+    root: Path
+    database_url: str
+    sqlite_path: Path
+    employer_key: str
+    numbers: list[tuple[str, str]]  # (certificate number, holder name)
+
+
+def build_env(root: Path, per_department: int, holders: int) -> Env:
+    """The demo's synthetic uploads imported into a fresh SQLite file, an employer key, and numbers to ask."""
+    from aggregator.models import CertStatus, Department
+    from aggregator.records import RecordStore
+    from aggregator.sandbox.dataset import generate, write_upload_csv
+    from aggregator.web.keys import KeyStore
+
+    sqlite_path = root / "certq.sqlite3"
+    url = f"sqlite+aiosqlite:///{sqlite_path}"
+    today = date.today()
+    dataset = generate(seed=2026, holders=holders, today=today)
+    numbers: list[tuple[str, str]] = []
+    for dept in Department:
+        chosen = [
+            c
+            for c in dataset.uploaded[dept]
+            if c.status == CertStatus.VALID and c.holder_name and (c.valid_until is None or c.valid_until > today)
+        ][:per_department]
+        numbers += [(c.number, c.holder_name or "") for c in chosen]
+
+    async def prepare() -> str:
+        store = await RecordStore.open(url)
+        try:
+            for dept in Department:
+                path = write_upload_csv(dataset, dept, root / f"{dept.value}-{dataset.upload_quarter}.csv")
+                report = await store.import_file(
+                    path, department=dept, quarter=dataset.upload_quarter, uploaded_by="bench"
+                )
+                assert report.status == "imported", report.problems
+            _, secret = await KeyStore(store.engine).create("employer", "bench employer")
+            return secret
+        finally:
+            await store.close()
+
+    secret = asyncio.run(prepare())
+    return Env(root, url, sqlite_path, secret, numbers)
+
+
+# --- the servers (each in its own process) -----------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def serve_main(spec: dict[str, Any]) -> None:
+    """Server process: build the app named by spec["kind"] and serve it with uvicorn until terminated."""
+    import uvicorn
+
+    if spec["kind"] == "bare":
+        from starlette.applications import Starlette
+        from starlette.requests import Request
+        from starlette.responses import JSONResponse
+        from starlette.routing import Route
+
+        docs: dict[str, Any] = json.loads(Path(spec["docs"]).read_text(encoding="utf-8"))
+
+        async def certificate(request: Request) -> JSONResponse:
+            return JSONResponse(docs[request.path_params["number"]], headers={"Cache-Control": "no-store"})
+
+        app: Any = Starlette(routes=[Route(LOOKUP + "{number}", certificate, methods=["GET"])])
+    else:
+        from aggregator.config import Settings
+        from aggregator.models import Mode
+        from aggregator.web.app import create_app
+        from aggregator.web.config import WebConfig
+
+        redis_url = spec.get("redis_url") or ""
+        if redis_url:
+            # Gateway.open builds its Redis cache and resilience state with the default "certq" prefix; on a
+            # shared Redis the benchmark's keys go under a prefix of their own instead.
+            import aggregator.gateway as gateway_module
+            from aggregator.cache import SourceCache
+            from aggregator.resilience import ResilienceState
+
+            prefix = spec["prefix"]
+
+            class PrefixedCache(SourceCache):
+                @classmethod
+                def from_url(cls, url: str | None, **kw: Any) -> SourceCache:
+                    kw.setdefault("prefix", prefix)
+                    return SourceCache.from_url.__func__(cls, url, **kw)  # type: ignore[attr-defined,no-any-return]
+
+            class PrefixedResilience:
+                memory = staticmethod(ResilienceState.memory)
+
+                @staticmethod
+                def redis(client: Any) -> ResilienceState:
+                    return ResilienceState.redis(client, prefix=prefix)
+
+            gateway_module.SourceCache = PrefixedCache  # type: ignore[misc]
+            gateway_module.ResilienceState = PrefixedResilience  # type: ignore[assignment,misc]
+
+        settings = Settings.load()
+        settings = settings.with_sources([s for s in settings.sources if s.mode == Mode.RECORDS])
+        web = WebConfig(ip_per_minute=0, key_per_minute=0)  # rate limits off: every request must be served
+        app = create_app(settings, database_url=spec["database_url"], redis_url=redis_url, web=web)
+
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=spec["port"],
+        loop=spec["loop"],
+        http=spec["http"],
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+        proxy_headers=False,
+    )
+
+
+@dataclass
+class Server:
+    name: str
+    port: int
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def start_server(name: str, spec: dict[str, Any], workdir: Path) -> Server:
+    spec = {**spec, "port": free_port()}
+    log = (workdir / f"server-{name}.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--serve-worker", json.dumps(spec)], cwd=ROOT, stdout=log, stderr=log
+    )
+    return Server(name, spec["port"], proc)
+
+
+def http_get(url: str, headers: dict[str, str] | None = None, timeout: float = 10.0) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - loopback only
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def wait_ready(server: Server, path: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"server {server.name} exited with {server.proc.returncode}")
+        try:
+            status, _ = http_get(server.base + path, timeout=2.0)
+            if status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"server {server.name} not ready after {timeout_s:.0f} s")
+
+
+def stop_server(server: Server) -> None:
+    if server.proc.poll() is None:
+        server.proc.terminate()
+        try:
+            server.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.proc.kill()
+            server.proc.wait(timeout=5)
+
+
+# --- targets: what the load generator asks ------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    label: str
+    server: Server
+    paths: list[str]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def lookup_paths(env: Env, *, with_name: bool) -> list[str]:
+    return [LOOKUP + quote(n) + (f"?name={quote(name)}" if with_name else "") for n, name in env.numbers]
+
+
+def warm(target: Target) -> dict[str, Any]:
+    """Ask each path twice; the second answer must be 200 with every asked source served from the cache.
+    Returns the documents by number (for the bare baseline) and their sizes."""
+    docs: dict[str, Any] = {}
+    sizes: list[int] = []
+    for path in target.paths:
+        for _ in range(2):
+            status, body = http_get(target.server.base + path, target.headers)
+            if status != 200:
+                raise RuntimeError(f"{target.label}: GET {path} answered {status}: {body[:300]!r}")
+        doc = json.loads(body)
+        asked = [s for s in doc["sources"] if s["outcome"] not in ("skipped", "manual")]
+        if not asked or not all(s.get("from_cache") for s in asked):
+            raise RuntimeError(f"{target.label}: {path} not served from the cache on the second ask: {asked}")
+        docs[unquote(path.removeprefix(LOOKUP).split("?")[0])] = doc
+        sizes.append(len(body))
+    return {"docs": docs, "sizes": sizes, "verdicts": sorted({d["verdict"] for d in docs.values()})}
+
+
+# --- load generators --------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    target: str
+    connections: int
+    requests: int
+    seconds: float
+    non2xx: int
+    socket_errors: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    rps: float = 0.0  # requests / seconds unless given (a median over rounds)
+
+    def __post_init__(self) -> None:
+        if not self.rps and self.seconds:
+            self.rps = self.requests / self.seconds
+
+    @property
+    def valid(self) -> bool:
+        return self.non2xx == 0 and self.socket_errors == 0 and self.requests > 0
+
+
+WRK_LUA = """
+local paths = {%(paths)s}
+local i = 0
+init = function(args)
+  i = math.random(#paths) - 1
+end
+request = function()
+  i = i %% #paths + 1
+  return wrk.format("GET", paths[i])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'CERTQ_BENCH {"requests": %%d, "duration_us": %%d, "connect": %%d, "read": %%d, "write": %%d, ' ..
+    '"status": %%d, "timeout": %%d, "p50_us": %%d, "p90_us": %%d, "p99_us": %%d, "max_us": %%d}\\n',
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
+end
+"""
+
+
+def wrk_version(wrk: str) -> str:
+    out = subprocess.run([wrk, "-v"], capture_output=True, text=True, timeout=10)
+    first = (out.stdout or out.stderr).splitlines()[0]
+    return first.split(" Copyright")[0].strip()
+
+
+def run_wrk(wrk: str, target: Target, threads: int, conns: int, duration: int, workdir: Path) -> Result:
+    script = workdir / f"paths-{abs(hash(tuple(target.paths)))}.lua"
+    script.write_text(WRK_LUA % {"paths": ", ".join(json.dumps(p) for p in target.paths)}, encoding="utf-8")
+    cmd = [wrk, "-t", str(threads), "-c", str(conns), "-d", f"{duration}s", "--latency", "--timeout", "5s"]
+    for k, v in target.headers.items():
+        cmd += ["-H", f"{k}: {v}"]
+    cmd += ["-s", str(script), target.server.base + target.paths[0]]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("CERTQ_BENCH ")), None)
+    if out.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed ({out.returncode}): {out.stdout[-500:]} {out.stderr[-500:]}")
+    d = json.loads(line.removeprefix("CERTQ_BENCH "))
+    return Result(
+        target=target.label,
+        connections=conns,
+        requests=d["requests"],
+        seconds=d["duration_us"] / 1e6,
+        non2xx=d["status"],
+        socket_errors=d["connect"] + d["read"] + d["write"] + d["timeout"],
+        p50_ms=d["p50_us"] / 1000,
+        p90_ms=d["p90_us"] / 1000,
+        p99_ms=d["p99_us"] / 1000,
+        max_ms=d["max_us"] / 1000,
+    )
+
+
+async def loadgen_main(spec: dict[str, Any]) -> None:
+    """One Python load process: `conns` connections, each asking back to back until the duration is up."""
+    from aiohttp import ClientSession, ClientTimeout, TCPConnector
+
+    base, paths, headers = spec["base"], spec["paths"], spec["headers"]
+    conns, duration = spec["conns"], spec["duration"]
+    max_per_conn = 1_000_000  # a bound on top of the duration
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    errors = 0
+    async with ClientSession(
+        connector=TCPConnector(limit=conns), timeout=ClientTimeout(total=5), headers=headers
+    ) as session:
+        started = time.perf_counter()
+        stop = started + duration
+
+        async def worker(w: int) -> None:
+            nonlocal errors
+            i = w
+            for _ in range(max_per_conn):
+                if time.perf_counter() >= stop:
+                    return
+                path = paths[i % len(paths)]
+                i += 1
+                t0 = time.perf_counter()
+                try:
+                    async with session.get(base + path) as resp:
+                        await resp.read()
+                        statuses[resp.status] = statuses.get(resp.status, 0) + 1
+                except Exception:  # noqa: BLE001 - counted as a socket error, like wrk does
+                    errors += 1
+                    continue
+                latencies.append(time.perf_counter() - t0)
+
+        await asyncio.gather(*(worker(w) for w in range(conns)))
+        elapsed = time.perf_counter() - started
+    print(json.dumps({"latencies": latencies, "statuses": statuses, "errors": errors, "elapsed": elapsed}))
+
+
+def median_result(rs: list[Result]) -> Result:
+    """Per figure, the median over rounds; error counts are summed (one bad round invalidates the row)."""
+    first = rs[0]
+    return Result(
+        target=first.target,
+        connections=first.connections,
+        requests=sum(r.requests for r in rs),
+        seconds=sum(r.seconds for r in rs),
+        non2xx=sum(r.non2xx for r in rs),
+        socket_errors=sum(r.socket_errors for r in rs),
+        p50_ms=statistics.median(r.p50_ms for r in rs),
+        p90_ms=statistics.median(r.p90_ms for r in rs),
+        p99_ms=statistics.median(r.p99_ms for r in rs),
+        max_ms=max(r.max_ms for r in rs),
+        rps=statistics.median(r.rps for r in rs),
+    )
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return 0.0
+    k = min(len(sorted_values) - 1, max(0, round(q / 100 * len(sorted_values)) - 1))
+    return sorted_values[k]
+
+
+def run_python_load(target: Target, procs: int, conns: int, duration: int) -> Result:
+    per = [conns // procs + (1 if i < conns % procs else 0) for i in range(procs)]
+    running = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--loadgen-worker",
+                json.dumps(
+                    {
+                        "base": target.server.base,
+                        "paths": target.paths,
+                        "headers": target.headers,
+                        "conns": n,
+                        "duration": duration,
+                    }
+                ),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+        )
+        for n in per
+        if n > 0
+    ]
+    reports = [json.loads(p.communicate(timeout=duration + 60)[0]) for p in running]
+    lat = sorted(x for r in reports for x in r["latencies"])
+    ok = sum(v for r in reports for s, v in r["statuses"].items() if 200 <= int(s) < 300)
+    total = sum(v for r in reports for v in r["statuses"].values())
+    return Result(
+        target=target.label,
+        connections=conns,
+        requests=total,
+        seconds=max(r["elapsed"] for r in reports),
+        non2xx=total - ok,
+        socket_errors=sum(r["errors"] for r in reports),
+        p50_ms=percentile(lat, 50) * 1000,
+        p90_ms=percentile(lat, 90) * 1000,
+        p99_ms=percentile(lat, 99) * 1000,
+        max_ms=(lat[-1] if lat else 0.0) * 1000,
+    )
+
+
+# --- main -------------------------------------------------------------------------------------------
+
+
+def delete_redis_prefix(url: str, prefix: str) -> int:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        for i in range(0, len(keys), 1000):
+            client.delete(*keys[i : i + 1000])
+        return len(keys)
+    finally:
+        client.close()
+
+
+def audit_rows(path: Path) -> int:
+    with sqlite3.connect(path) as conn:
+        return int(conn.execute("SELECT count(*) FROM audit_log").fetchone()[0])
+
+
+def main(args: argparse.Namespace) -> int:
+    import starlette
+    import uvicorn
+
+    wrk = shutil.which("wrk") if args.load in ("auto", "wrk") else None
+    if args.load == "wrk" and wrk is None:
+        print("wrk not found (apt-get install wrk), and --load wrk was asked", file=sys.stderr)
+        return 2
+    redis_url = args.redis_url if args.redis_url is not None else redis_url_from_env()
+    load_name = wrk_version(wrk) if wrk else f"Python load generator (aiohttp, {args.threads} processes)"
+
+    print(f"certq web benchmark  {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
+    print(
+        f"machine: {os.cpu_count()} cores (shared by the load generator and the servers), {platform.machine()},"
+        f" Python {platform.python_version()}, uvicorn {uvicorn.__version__} (--loop {args.loop} --http {args.http},"
+        f" 1 worker, access log off), Starlette {starlette.__version__}"
+    )
+    print(f"load generator: {load_name}; rate limits OFF in certq; Redis rows: {redis_url or 'not run (no URL)'}")
+    print("load average at start: {:.2f} {:.2f} {:.2f} (other work on the machine shows here)".format(*os.getloadavg()))
+
+    workdir = Path(tempfile.mkdtemp(prefix="certq-bench-web-"))
+    servers: list[Server] = []
+    prefix = f"certq-bench-{uuid.uuid4().hex[:8]}"
+    try:
+        t0 = time.monotonic()
+        env = build_env(workdir, args.per_department, args.holders)
+        print(
+            f"data: synthetic uploads of 4 departments ({args.holders} holders, seed 2026) in SQLite;"
+            f" {len(env.numbers)} valid certificate numbers ({args.per_department} per department), cycled"
+            f" (setup {time.monotonic() - t0:.1f} s)"
+        )
+        common = {"loop": args.loop, "http": args.http}
+        certq_specs = [("certq", {"kind": "certq", "database_url": env.database_url, **common})]
+        if redis_url:
+            certq_specs.append(
+                ("certq-redis", {"kind": "certq", "database_url": env.database_url, "redis_url": redis_url,
+                                 "prefix": prefix, **common})
+            )  # fmt: skip
+        certq_servers = [start_server(name, spec, workdir) for name, spec in certq_specs]
+        servers += certq_servers
+        for s in certq_servers:
+            wait_ready(s, "/healthz")
+
+        public_paths = lookup_paths(env, with_name=False)
+        employer_paths = lookup_paths(env, with_name=True)
+        auth = {"Authorization": f"Bearer {env.employer_key}"}
+        cache_label = {"certq": "memory cache", "certq-redis": "Redis cache"}
+        targets: list[Target] = []
+        warmed: dict[str, dict[str, Any]] = {}
+        for s in certq_servers:
+            for role, paths, headers in (("public", public_paths, {}), ("employer", employer_paths, auth)):
+                t = Target(f"certq, {cache_label[s.name]}, {role}", s, paths, headers)
+                warmed[t.label] = warm(t)
+                targets.append(t)
+
+        public_docs = warmed[targets[0].label]["docs"]
+        docs_file = workdir / "docs.json"
+        docs_file.write_text(json.dumps(public_docs, ensure_ascii=False), encoding="utf-8")
+        bare = start_server("bare", {"kind": "bare", "docs": str(docs_file), **common}, workdir)
+        servers.append(bare)
+        wait_ready(bare, public_paths[0])
+        bare_target = Target("bare Starlette JSON endpoint", bare, public_paths)
+        warmed[bare_target.label] = warm_bare(bare_target, public_docs)
+        targets.insert(0, bare_target)
+
+        for t in targets:
+            sizes = warmed[t.label]["sizes"]
+            extra = f", verdicts {', '.join(warmed[t.label]['verdicts'])}" if "verdicts" in warmed[t.label] else ""
+            print(f"    {t.label:38s} answer {min(sizes)}-{max(sizes)} bytes{extra}")
+
+        def load(t: Target, conns: int, duration: int) -> Result:
+            if wrk:
+                return run_wrk(wrk, t, args.threads, conns, duration, workdir)
+            return run_python_load(t, args.threads, conns, duration)
+
+        if args.warmup:
+            print(f"\nwarm-up: {args.warmup} s at {args.connections} connections per target (not reported)")
+            for t in targets:
+                load(t, args.connections, args.warmup)
+        audit_before = audit_rows(env.sqlite_path)
+
+        runs: dict[tuple[str, int], list[Result]] = {}
+        for rnd in range(1, args.rounds + 1):
+            for conns in (args.connections, args.p99_connections):
+                print(
+                    f"\n{args.threads} threads, {conns} connections, {args.duration} s per target"
+                    + (f"  (round {rnd} of {args.rounds})" if args.rounds > 1 else "")
+                )
+                for t in targets:
+                    r = load(t, conns, args.duration)
+                    runs.setdefault((t.label, conns), []).append(r)
+                    flag = "" if r.valid else "   <-- INVALID"
+                    print(
+                        f"    {t.label:38s} {r.rps:9.0f} req/s  p50 {r.p50_ms:7.2f} ms  p90 {r.p90_ms:7.2f} ms"
+                        f"  p99 {r.p99_ms:7.2f} ms  max {r.max_ms:7.1f} ms  non-2xx {r.non2xx}"
+                        f"  socket errors {r.socket_errors}{flag}"
+                    )
+        results = {key: median_result(rs) for key, rs in runs.items()}
+        audit_after = audit_rows(env.sqlite_path)
+        employer_requests = sum(r.requests for (label, _), r in results.items() if label.endswith("employer"))
+        print(
+            f"\naudit entries written during the measured runs: {audit_after - audit_before}"
+            f" (employer responses counted by the load generator: {employer_requests})"
+        )
+
+        print(
+            f"\nsummary (ratio = certq req/s / bare req/s at the same connection count; aim >= {args.aim})"
+            + (f"; each figure the median of {args.rounds} rounds" if args.rounds > 1 else "")
+        )
+        bare_c = results[(bare_target.label, args.connections)].rps
+        bare_p = results[(bare_target.label, args.p99_connections)].rps
+        print(
+            f"| target | req/s, {args.connections} conns | ratio | req/s, {args.p99_connections} conns | ratio |"
+            f" p50, {args.p99_connections} conns | p99, {args.p99_connections} conns | non-2xx |"
+        )
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        all_valid = True
+        for t in targets:
+            a, b = results[(t.label, args.connections)], results[(t.label, args.p99_connections)]
+            all_valid &= a.valid and b.valid
+            ratio_a = "" if t is bare_target else f"{a.rps / bare_c:.2f}"
+            ratio_b = "" if t is bare_target else f"{b.rps / bare_p:.2f}"
+            print(
+                f"| {t.label} | {a.rps:,.0f} | {ratio_a} | {b.rps:,.0f} | {ratio_b} | {b.p50_ms:.1f} ms |"
+                f" {b.p99_ms:.1f} ms | {a.non2xx + b.non2xx + a.socket_errors + b.socket_errors} |"
+            )
+        print("run valid (no non-2xx, no socket errors)" if all_valid else "RUN INVALID: non-2xx or socket errors")
+        print("load average at end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+        if args.json:
+            raw = [r.__dict__ for rs in runs.values() for r in rs]
+            Path(args.json).write_text(json.dumps(raw, indent=2), encoding="utf-8")
+        return 0 if all_valid else 1
+    finally:
+        for s in servers:
+            stop_server(s)
+        if redis_url:
+            n = delete_redis_prefix(redis_url, prefix)
+            print(f"deleted {n} Redis keys under {prefix}:")
+        if args.keep:
+            print(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def warm_bare(target: Target, docs: dict[str, Any]) -> dict[str, Any]:
+    sizes = []
+    for path in target.paths:
+        status, body = http_get(target.server.base + path)
+        if status != 200 or json.loads(body) != docs[unquote(path.removeprefix(LOOKUP))]:
+            raise RuntimeError(f"bare server: unexpected answer for {path}: {status}")
+        sizes.append(len(body))
+    return {"sizes": sizes}
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--load", choices=["auto", "wrk", "python"], default="auto",
+                   help="load generator: wrk when installed (auto), or the Python one")
+    p.add_argument("--threads", type=int, default=2, help="wrk threads / Python load processes")
+    p.add_argument("--connections", type=int, default=50, help="connections for the throughput figure")
+    p.add_argument("--p99-connections", type=int, default=200, help="connections for the latency figures")
+    p.add_argument("--duration", type=int, default=10, help="seconds per measured run")
+    p.add_argument("--rounds", type=int, default=1, help="repeat every measured run; figures are medians")
+    p.add_argument("--warmup", type=int, default=2, help="seconds of unreported load per target first")
+    p.add_argument("--per-department", type=int, default=4, help="valid numbers per department to cycle through")
+    p.add_argument("--holders", type=int, default=3000, help="holders in the synthetic data set")
+    p.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop", help="uvicorn --loop (all servers)")
+    p.add_argument("--http", choices=["httptools", "h11"], default="httptools", help="uvicorn --http (all servers)")
+    p.add_argument("--redis-url", default=None, help="adds Redis-cache rows (default: CERTQ_BENCH_REDIS_URL)")
+    p.add_argument("--aim", type=float, default=0.5, help="the ratio aimed for")
+    p.add_argument("--json", default=None, help="also write the raw results to this file")
+    p.add_argument("--keep", action="store_true", help="keep the temporary directory (database, server logs)")
+    args = p.parse_args()
+    if not (1 <= args.duration <= 120 and 0 <= args.warmup <= 30 and 1 <= args.rounds <= 5):
+        p.error("--duration must be 1..120 s, --warmup 0..30 s and --rounds 1..5")
+    if not (1 <= args.threads <= 16 and 1 <= args.connections <= 2000 and 1 <= args.p99_connections <= 2000):
+        p.error("--threads must be 1..16 and connections 1..2000")
+    if args.threads > min(args.connections, args.p99_connections):
+        p.error("--threads must not exceed the connection counts")
+    return args
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--serve-worker":
+        serve_main(json.loads(sys.argv[2]))
+    elif len(sys.argv) == 3 and sys.argv[1] == "--loadgen-worker":
+        asyncio.run(loadgen_main(json.loads(sys.argv[2])))
+    else:
+        sys.exit(main(parse_args()))
