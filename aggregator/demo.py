@@ -90,7 +90,9 @@ async def _serve(settings: Settings, db_url: str, host: str, port: int) -> int:
 
     from aggregator.web.app import create_app
 
-    app = create_app(settings, database_url=db_url, redis_url="")
+    from aggregator.web.config import WebConfig
+
+    app = create_app(settings, database_url=db_url, redis_url="", web=WebConfig.from_env().model_copy(update={"freeze_gc": True}))
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on"))
     console.print(f"\n[bold green]打开 open http://{host}:{port}/[/bold green]  (API: /api/v1/certificates/<number>, docs: /docs; Ctrl-C to stop)")
     await server.serve()

@@ -171,7 +171,8 @@ def serve_main(spec: dict[str, Any]) -> None:
 
         settings = Settings.load()
         settings = settings.with_sources([s for s in settings.sources if s.mode == Mode.RECORDS])
-        web = WebConfig(ip_per_minute=0, key_per_minute=0)  # rate limits off: every request must be served
+        # rate limits off: every request must be served; gc frozen after start-up, as `certq serve` does
+        web = WebConfig(ip_per_minute=0, key_per_minute=0, freeze_gc=True)
         app = create_app(settings, database_url=spec["database_url"], redis_url=redis_url, web=web)
 
     uvicorn.run(

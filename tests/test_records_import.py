@@ -14,6 +14,7 @@ import pytest
 
 from aggregator.models import CertKind, CertStatus
 from aggregator.records import BatchStatus, RecordStore
+from tests.conftest import FIXTURES
 from tests.records_support import (
     HEADER,
     ID_LI,
@@ -511,3 +512,17 @@ async def test_lines_are_counted_as_in_the_file_across_blank_lines_and_multi_lin
     assert report.rows_total == 2
     assert [p.line for p in report.problems] == [5]
     assert (await only_certificate(store, "mem", MEM_NUMBER)).issuer == "北京市\n应急管理局"
+
+
+async def test_legacy_xls_reads_text_ids_and_date_cells(store, tmp_path) -> None:
+    # Written by tests/fixtures/records/make_xls.py (xlwt): BIFF8, as older department systems export.
+    path = tmp_path / "mem-2026Q1.xls"
+    path.write_bytes((FIXTURES / "records" / "mem-2026Q1.xls").read_bytes())
+
+    report = await store.import_file(path, department="mem", quarter="2026Q1")
+
+    assert (report.status, report.file_format, report.rows_imported) == (BatchStatus.IMPORTED, "xls", 2), report.problems
+    zhang = await only_certificate(store, "mem", "T110105199003071239")
+    assert (zhang.holder_name, zhang.issued_on, zhang.valid_until) == ("张小三", date(2020, 1, 2), date(2099, 1, 1))
+    ouyang = await only_certificate(store, "mem", "t31010119851212106x")  # found however it is typed
+    assert ouyang.holder_id_number == "31010119851212106X" and ouyang.valid_until == date(2021, 3, 1)

@@ -12,6 +12,7 @@ The lifespan opens the gateway (unless one is given) and closes it. Every reques
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -105,6 +106,9 @@ def create_app(
                 metrics=metrics,
                 config=web,
             )
+            if web.freeze_gc:
+                gc.collect()
+                gc.freeze()
             yield
         finally:
             if owned:

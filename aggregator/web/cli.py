@@ -105,6 +105,7 @@ def serve_command(
     ):
         if value:
             os.environ[var] = value
+    os.environ.setdefault("CERTQ_WEB_FREEZE_GC", "1")  # a server process: see WebConfig.freeze_gc
     try:
         settings = Settings.load(config_dir)
         web = WebConfig.from_env()

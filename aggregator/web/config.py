@@ -6,7 +6,7 @@
 
 Environment (for `certq serve` and worker processes): CERTQ_WEB_TRUSTED_PROXIES (comma-separated CIDRs),
 CERTQ_WEB_IP_PER_MINUTE, CERTQ_WEB_KEY_PER_MINUTE, CERTQ_WEB_BODY_LIMIT, CERTQ_WEB_UPLOAD_LIMIT,
-CERTQ_WEB_DEADLINE_S, CERTQ_WEB_UPLOAD_DIR.
+CERTQ_WEB_DEADLINE_S, CERTQ_WEB_UPLOAD_DIR, CERTQ_WEB_FREEZE_GC.
 """
 
 from __future__ import annotations
@@ -35,6 +35,10 @@ class WebConfig(BaseModel):
     batch_concurrency: int = Field(20, ge=1, le=200)  # lookups of one verification request at once
     key_cache_s: float = Field(2.0, ge=0)  # how long an authenticated key is trusted before asking the database
     upload_dir: str | None = None  # where uploads are streamed to (default: the system temp directory)
+    # After start-up, move what start-up made into the garbage collector's permanent generation (gc.freeze),
+    # so that full collections under load skip it: shorter pauses, a shorter latency tail. For server
+    # processes (`certq serve`, `certq demo` set it); off by default, as it is process-wide.
+    freeze_gc: bool = False
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -63,6 +67,7 @@ class WebConfig(BaseModel):
             ("CERTQ_WEB_UPLOAD_LIMIT", "upload_limit"),
             ("CERTQ_WEB_DEADLINE_S", "deadline_s"),
             ("CERTQ_WEB_UPLOAD_DIR", "upload_dir"),
+            ("CERTQ_WEB_FREEZE_GC", "freeze_gc"),
         ):
             if env.get(name):
                 values[key] = env[name]
