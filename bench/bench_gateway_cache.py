@@ -49,6 +49,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_cache import Op, delete_prefix, redis_url_from_env  # noqa: E402
+from bench_fanout import import_records  # noqa: E402
 
 from aggregator.cache import SourceCache  # noqa: E402
 from aggregator.config import Settings  # noqa: E402
@@ -56,7 +57,7 @@ from aggregator.gateway import Gateway  # noqa: E402
 from aggregator.models import Department, Mode, Outcome  # noqa: E402
 from aggregator.records.store import RecordStore  # noqa: E402
 from aggregator.resilience import ResilienceState  # noqa: E402
-from aggregator.sandbox.dataset import Dataset, generate, write_upload_csv  # noqa: E402
+from aggregator.sandbox.dataset import Dataset, generate  # noqa: E402
 from aggregator.sandbox.server import Sandbox  # noqa: E402
 
 TODAY = date(2026, 12, 1)
@@ -72,18 +73,6 @@ def pick_holders(dataset: Dataset, n: int) -> list[tuple[str, str]]:
                 departments.setdefault(c.holder_id_number, set()).add(dept)
     holders = sorted(dataset.holders, key=lambda h: -len(departments.get(h.id_number, ())))
     return [(h.id_number, h.name) for h in holders[:n]]
-
-
-async def import_records(dataset: Dataset, directory: Path) -> str:
-    url = f"sqlite+aiosqlite:///{directory / 'certq.sqlite3'}"
-    store = await RecordStore.open(url)
-    try:
-        for dept in Department:
-            path = write_upload_csv(dataset, dept, directory / f"{dept.value}.csv")
-            await store.import_file(path, department=dept, quarter=dataset.upload_quarter, uploaded_by="bench")
-    finally:
-        await store.close()
-    return url
 
 
 async def per_op(op: Op, ops: int, concurrency: int) -> tuple[float, float]:

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+# Fixtures shared by several test modules: the records store on SQLite and on PostgreSQL.
+pytest_plugins = ("tests.records_support",)
+
 REQUIRE_SERVICES = os.environ.get("CERTQ_REQUIRE_SERVICES") == "1"
 FIXTURES = Path(__file__).parent / "fixtures"
 # A fixed "today" so that expiry-dependent tests do not drift with the calendar.

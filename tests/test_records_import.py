@@ -21,8 +21,6 @@ from tests.records_support import (
     ID_WANG,
     ID_ZHANG,
     mem_row,
-    sqlite_store,  # noqa: F401 - a fixture
-    store,  # noqa: F401 - the fixture
     write_csv,
     write_xlsx,
 )

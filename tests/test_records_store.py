@@ -27,8 +27,6 @@ from tests.records_support import (
     mem_row,
     open_store,
     problems_on,
-    sqlite_store,  # noqa: F401 - a fixture
-    store,  # noqa: F401 - the fixture
     write_csv,
 )
 

@@ -4,13 +4,11 @@ stored, and a refused entry fails only the lookup it belongs to (the lookup is t
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 import sqlalchemy as sa
 
-from aggregator.records import RecordStore
+from aggregator.records import RecordStore  # the `store` fixture (tests/records_support.py): SQLite and PostgreSQL
 from aggregator.web.audit import AuditEntry, AuditLog
 from aggregator.web.problems import AuditUnavailable
 from aggregator.web.roles import Principal, Role
@@ -22,30 +20,6 @@ def entry(i: int, purpose: str = "入职核验") -> AuditEntry:
         who, action="lookup", number=f"T{i:018d}", name_given=True, id_number_given=False,
         verdict="valid", purpose=purpose, client_ip="127.0.0.1",
     )
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def store(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[RecordStore]:
-    if request.param == "sqlite":
-        s = await RecordStore.open(f"sqlite+aiosqlite:///{tmp_path / 'audit.sqlite3'}")
-        try:
-            yield s
-        finally:
-            await s.close()
-        return
-    url = request.getfixturevalue("postgres_url")
-    schema = f"certq_audit_{uuid.uuid4().hex[:10]}"
-    admin = sa.ext.asyncio.create_async_engine(url)
-    async with admin.begin() as conn:
-        await conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    s = await RecordStore.open(url, connect_args={"server_settings": {"search_path": schema}})
-    try:
-        yield s
-    finally:
-        await s.close()
-        async with admin.begin() as conn:
-            await conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        await admin.dispose()
 
 
 async def test_concurrent_writes_are_all_stored_before_each_returns(store: RecordStore) -> None:
