@@ -110,7 +110,8 @@ def merge_certificates(
         entries.sort(key=lambda rc: _freshness(rc[0]), reverse=True)
         chosen_result, chosen = entries[0]
         data = chosen.model_dump()
-        for field in COMPARED_FIELDS:
+        # A certificate from one source alone has no other value to fill a gap from or to disagree with.
+        for field in COMPARED_FIELDS if len(entries) > 1 else ():
             values = [(r, _field_text(getattr(c, field))) for r, c in entries]
             present = [(r, v) for r, v in values if v is not None]
             if data.get(field) in (None, []) and present:

@@ -70,6 +70,10 @@ class MemoryBackend:
         return len(self._entries)
 
     async def get(self, key: str) -> str | None:
+        return self.get_now(key)
+
+    def get_now(self, key: str) -> str | None:
+        """`get` without the await: an in-process read never waits."""
         item = self._entries.get(key)
         if item is None:
             return None

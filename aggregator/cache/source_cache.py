@@ -158,6 +158,28 @@ class SourceCache:
             return result.model_copy(deep=True)
         return result
 
+    def peek(self, source: SourceConfig, query: Query, *, version: str = "") -> SourceResult | None:
+        """What `fetch` would return without waiting, when it can tell so: a fresh answer in the in-process
+        cache (counted as a hit, as `fetch` counts it), and only while no identical lookup is in flight (`fetch`
+        would join it). None means "call `fetch`": on Redis (a read is a round trip), on a miss, a stale or
+        unreadable entry, or a flight running for the key."""
+        if not isinstance(self._backend, MemoryBackend):
+            return None
+        key = cache_key(self._prefix, source, query, version)
+        if key in self._flights:
+            return None
+        raw = self._backend.get_now(key)
+        if raw is None:
+            return None
+        try:
+            env = Envelope.decode(raw)
+        except CorruptEntry:
+            return None  # `fetch` reads it again, counts and logs it
+        if not env.is_fresh(self._clock()):
+            return None
+        self._stats["hits"] += 1
+        return _as_hit(env)
+
     async def _miss(self, key: str, source: SourceConfig, call: SourceCall, stale: Envelope | None) -> SourceResult:
         """One flight after a miss: ask the source, coordinated with the other processes on Redis."""
         self._stats["misses"] += 1
@@ -309,4 +331,9 @@ class SourceCache:
 
 
 def _as_hit(env: Envelope) -> SourceResult:
-    return env.result.model_copy(update={"from_cache": True, "stale": False})
+    """The envelope's result, marked as a fresh hit. Every caller passes an envelope it has just decoded and
+    drops, so the result is its own: marked in place instead of copied."""
+    result = env.result
+    result.from_cache = True
+    result.stale = False
+    return result
