@@ -15,6 +15,7 @@ import codecs
 import csv
 import io
 import itertools
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,7 +111,7 @@ def _delimiter(first_line: str) -> str:
     return best if counts[best] else ","
 
 
-class TableSource:
+class TableSource(ABC):
     """Rows of one table as (line, cells), plus how far through the file the reading is."""
 
     format: str
@@ -118,11 +119,13 @@ class TableSource:
     bytes_total: int = 0
     warnings: list[str]
 
+    @abstractmethod
     def rows(self) -> Iterator[tuple[int, list[Any]]]:
-        raise NotImplementedError
+        """(line number in the file, cells) for every row, header included."""
 
+    @abstractmethod
     def bytes_done(self) -> int:
-        raise NotImplementedError
+        """How many bytes of the file have been read so far (for progress)."""
 
     def close(self) -> None:
         """Release the file."""
