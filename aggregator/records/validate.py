@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable, Iterable
 from datetime import date
 from itertools import repeat
+from operator import eq, itemgetter, lt, mod, not_
 from typing import Any
 
 from aggregator.config import DepartmentConfig
@@ -69,6 +70,14 @@ _TOO_LONG = f"内容过长（超过 {MAX_TEXT} 字） (longer than {MAX_TEXT} ch
 _DATE_ORDER = ("issued_on", "valid_from", "valid_until", "next_review_on")
 _VALID = CertStatus.VALID.value
 _BIRTH_DATES: dict[str, bool] = {}
+_FIRST_17 = itemgetter(slice(0, 17))
+_BIRTH = itemgetter(slice(6, 14))
+_LAST = itemgetter(17)
+# The GB 11643 weights are 2**17 .. 2**1 mod 11, and 13 = 2 (mod 11), so the weighted sum of the first 17
+# digits is 2 * int(first_17, 13) (mod 11): one C-level int() per ID instead of 17 multiplications.
+_CHECK_BY_REMAINDER = "".join(_ID_CHECK[2 * r % 11] for r in range(11))  # int(first 17, 13) % 11 -> check
+_GOOD_ID = "110105199003071239"  # a stand-in with a valid check character for values that are not 18 digits
+_EMPTY_TO_NONE = {"": None}.get  # used as map(_EMPTY_TO_NONE, values, values): "" -> None, others as they are
 
 
 def _birth_date_ok(yyyymmdd: str) -> bool:
@@ -97,6 +106,45 @@ def id_ok(value: str) -> bool:
     )
 
 
+def _positions(values: list[Any], target: Any) -> list[int]:
+    """`[k for k, v in enumerate(values) if v == target]` in C-level `list.index` steps (cheap when few are)."""
+    out: list[int] = []
+    index = values.index
+    k = -1
+    try:
+        while True:
+            k = index(target, k + 1)
+            out.append(k)
+    except ValueError:
+        return out
+
+
+def _ids_not_ok(ids: list[str]) -> list[int]:
+    """A superset (in order) of the positions of the values that `id_ok` refuses, found with C-level maps
+    (no Python call per cell): every value not listed passes `id_ok`. Empty values are listed, and so is a
+    birth date not yet in `_BIRTH_DATES` (the caller's `id_ok` then caches it).
+
+    No list of match objects is kept: the cyclic GC tracks them, and holding 5,000 of them makes it run
+    more often."""
+    odd: list[int] = []
+    if not all(map(_FAST_ID.fullmatch, ids)):  # 18 characters, digits and X: int() below cannot fail
+        odd = _positions(list(map(not_, map(_FAST_ID.fullmatch, ids))), True)
+        ids = list(ids)
+        for k in odd:
+            ids[k] = _GOOD_ID
+    checked = list(
+        map(
+            eq,
+            map(_CHECK_BY_REMAINDER.__getitem__, map(mod, map(int, map(_FIRST_17, ids), repeat(13)), repeat(11))),
+            map(_LAST, ids),
+        )
+    )
+    born = list(map(_BIRTH_DATES.get, map(_BIRTH, ids)))
+    if False in checked or not all(born):
+        odd = sorted({*odd, *_positions(checked, False), *_positions(born, None), *_positions(born, False)})
+    return odd
+
+
 def _id_reason(value: str) -> str:
     warnings = classify(value).warnings
     if warnings:
@@ -105,7 +153,10 @@ def _id_reason(value: str) -> str:
 
 
 def _none_if_empty(values: list[str]) -> list[str | None]:
-    return [v or None for v in values]
+    """`[v or None for v in values]` for text cells (`values` itself when none is empty)."""
+    if "" not in values:
+        return values  # type: ignore[return-value]
+    return list(map(_EMPTY_TO_NONE, values, values))
 
 
 def _nonblank(cells: Iterable[Any]) -> bool:
@@ -159,7 +210,8 @@ class RowValidator:
         table, long_rows = self._rectangular(lines, rows, bad)
         blanked = set(bad)  # rows _rectangular replaced by blanks: their problems are already said
         count = len(table)
-        columns = list(zip(*table, strict=True)) if self.width else []
+        # (not zip(*table): its 5,000 list iterators, alive at once, would set off the cyclic GC several times)
+        columns = [tuple(map(itemgetter(i), table)) for i in range(self.width)]  # tuples: `_cached` strips them
         empty = ("",) * count
 
         def column(name: str) -> tuple[Any, ...]:
@@ -172,8 +224,9 @@ class RowValidator:
 
         numbers = self._numbers(column(F.NUMBER), flag)
         names = list(map(str.strip, column(F.NAME)))
-        for k in [k for k, v in enumerate(names) if not v]:
-            flag(k, self.labels[F.NAME], None, "姓名为空 (name is empty)")
+        if not all(names):
+            for k in [k for k, v in enumerate(names) if not v]:
+                flag(k, self.labels[F.NAME], None, "姓名为空 (name is empty)")
         ids = self._id_numbers(column(F.ID_NUMBER), numbers, flag)
         genders = self._cached(column("gender"), self._genders, self._gender, "gender", flag)
         categories = list(map(str.strip, column("category")))
@@ -188,7 +241,10 @@ class RowValidator:
         issuers = list(map(str.strip, column("issuer")))
         dates = [self._dates_of(name, column(name), flag) for name in _DATE_ORDER]
         valid_from, valid_until = dates[1], dates[2]
-        for k in [k for k, (a, b) in enumerate(zip(valid_from, valid_until, strict=True)) if a and b and b < a]:
+        early = []  # an empty valid_until is "less" than any valid_from: the listcomp below sorts those out
+        if any(map(lt, valid_until, valid_from)):
+            early = [k for k, (a, b) in enumerate(zip(valid_from, valid_until, strict=True)) if a and b and b < a]
+        for k in early:
             flag(
                 k,
                 self.labels["valid_until"],
@@ -242,10 +298,18 @@ class RowValidator:
         blank = [""] * width
         table = rows
         if self.text_rows:  # the common case, checked with C-level maps over the whole chunk
-            odd = [k for k, n in enumerate(map(len, rows)) if n != width]
-            joined = list(map("\n".join, rows))
-            suspects = [k for k, m in enumerate(map(_BAD_TEXT.search, joined)) if m]
-            long_rows: Iterable[int] = [k for k, n in enumerate(map(len, joined)) if n > MAX_TEXT]
+            lengths = list(map(len, rows))
+            odd = [k for k, n in enumerate(lengths) if n != width] if lengths.count(width) != len(lengths) else []
+            joined = list(map(",".join, rows))
+            # isprintable() is False for every character _BAD_TEXT finds (controls, surrogates) and for a few
+            # harmless ones (tabs, newlines, unusual spaces): only then is each row searched
+            suspects = []
+            if not ",".join(joined).isprintable():
+                suspects = [k for k, m in enumerate(map(_BAD_TEXT.search, joined)) if m]
+            row_lengths = list(map(len, joined))
+            long_rows: Iterable[int] = []
+            if max(row_lengths) > MAX_TEXT:
+                long_rows = [k for k, n in enumerate(row_lengths) if n > MAX_TEXT]
         else:
             odd = [k for k, cells in enumerate(rows) if len(cells) != width]
             suspects = list(range(len(rows)))
@@ -274,7 +338,9 @@ class RowValidator:
 
     def _numbers(self, values: tuple[str, ...], flag: Callable[..., None]) -> list[str | None]:
         numbers: list[str | None] = list(map(str.strip, values))
-        for k in [k for k, m in enumerate(map(_FAST_NUMBER.fullmatch, numbers)) if m is None]:
+        if all(map(_FAST_NUMBER.fullmatch, numbers)):  # type: ignore[arg-type]
+            return numbers
+        for k in _positions(list(map(not_, map(_FAST_NUMBER.fullmatch, numbers))), True):  # type: ignore[arg-type]
             raw = numbers[k]
             numbers[k] = None
             if not raw:
@@ -290,18 +356,23 @@ class RowValidator:
         self, values: tuple[str, ...], numbers: list[str | None], flag: Callable[..., None]
     ) -> list[str | None]:
         ids: list[str | None] = list(map(str.strip, values))
-        for k in [k for k, v in enumerate(ids) if v and not id_ok(v)]:  # type: ignore[arg-type]
-            raw: str = ids[k]  # type: ignore[assignment]
-            normal = normalise(raw)
-            if id_ok(normal) or is_valid_id_number(normal):
-                ids[k] = normal
-            else:
-                ids[k] = None
-                flag(k, self.labels[F.ID_NUMBER], raw, _id_reason(normal))
-        ids = [v or None for v in ids]
+        suspects = _ids_not_ok(ids)  # type: ignore[arg-type]
+        if suspects:
+            for k in [k for k in suspects if ids[k] and not id_ok(ids[k])]:  # type: ignore[arg-type]
+                raw: str = ids[k]  # type: ignore[assignment]
+                normal = normalise(raw)
+                if id_ok(normal) or is_valid_id_number(normal):
+                    ids[k] = normal
+                else:
+                    ids[k] = None
+                    flag(k, self.labels[F.ID_NUMBER], raw, _id_reason(normal))
+        if not all(ids):
+            ids = [v or None for v in ids]
         # MEM numbers are T + the holder's ID number, SAMR numbers the ID number itself: fill a missing ID
         # column from them, and (MEM) report a number whose ID part contradicts the ID column.
         if self.dept is Department.MEM:
+            if all(map(eq, numbers, map("T".__add__, ids))) if all(ids) else False:  # type: ignore[arg-type]
+                return ids  # every number is T + the ID column: nothing to fill or contradict
             embedded = [n[1:] if n and n[0] == "T" else None for n in numbers]
         elif self.dept is Department.SAMR:
             embedded = list(numbers)
@@ -355,7 +426,9 @@ class RowValidator:
         successes are remembered. Failed cells become "" and are flagged."""
         values = values if isinstance(values, list) else list(map(str.strip, values))
         out: list[str | None] = list(map(cache.get, values))
-        for k in [k for k, v in enumerate(out) if v is None]:
+        if None not in out:
+            return out  # type: ignore[return-value]
+        for k in _positions(out, None):
             raw = values[k]
             try:
                 converted = convert(raw)
