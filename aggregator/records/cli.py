@@ -13,6 +13,7 @@ Exit codes of `certq import`: 0 imported (also: this very file was imported befo
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -115,6 +116,7 @@ def import_command(
                 65 rejected, nothing imported · 2 bad arguments
     """
     show_progress = err_console.is_terminal
+    gc.freeze()  # a one-shot process: keep what start-up made out of the collector's scans during a long import
 
     async def run(store: RecordStore) -> BatchReport:
         with Progress(
