@@ -524,3 +524,20 @@ async def test_legacy_xls_reads_text_ids_and_date_cells(store, tmp_path) -> None
     assert (zhang.holder_name, zhang.issued_on, zhang.valid_until) == ("张小三", date(2020, 1, 2), date(2099, 1, 1))
     ouyang = await only_certificate(store, "mem", "t31010119851212106x")  # found however it is typed
     assert ouyang.holder_id_number == "31010119851212106X" and ouyang.valid_until == date(2021, 3, 1)
+
+
+async def test_xlsx_certificate_number_stored_as_a_number_that_lost_its_leading_zero_is_refused(store, tmp_path) -> None:
+    header = ["证书编码", "姓名", "身份证号", "职业（工种）名称", "发证时间"]
+    rows = [
+        ["0511011001300012", "王五", ID_WANG, "焊工", "2005-06-01"],  # text: kept as written
+        [511011001300013, "王五", ID_WANG, "电工", "2005-06-01"],  # Excel dropped the 0 of 0511011001300013
+    ]
+    path = write_xlsx(tmp_path / "mohrss.xlsx", rows, header)
+
+    report = await store.import_file(path, department="mohrss", quarter="2026Q1")
+
+    assert report.status == BatchStatus.REJECTED
+    [problem] = report.problems
+    assert (problem.line, problem.column) == (3, "证书编码") and problem.value.startswith("511011001300013")
+    assert "leading 0" in problem.reason and "format the column as text" in problem.reason
+    assert (await store.find("mohrss", number="0511011001300012")).certificates == []

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 
 from aggregator.models import CertStatus
+from aggregator.numbers import is_valid_id_number
 
 # --- Canonical upload fields ---------------------------------------------------------------------
 
@@ -328,14 +329,17 @@ def parse_gender(text: str | None) -> str | None:
 # --- Text cells ----------------------------------------------------------------------------------
 
 _EXACT_FLOAT_LIMIT = 2**53  # integers up to here survive a round trip through a float
+_LEGACY_ID_DIGITS = 15  # a number this long is a legacy ID number, or a 16-digit one that lost its leading 0
 
 
 def cell_text(value: object, *, identifier: bool = False) -> str | None:
     """A cell as text, or None when empty.
 
     Spreadsheets store numbers as floats. For an identifier column (certificate or ID number) a number is
-    accepted only if it converts exactly; an 18-digit ID number stored as a number has already lost digits
-    (1.1010519900307124e17), and a date in an identifier column is a formatting accident: both are errors
+    accepted only if it converts exactly and cannot have lost a leading 0: an 18-digit ID number stored as
+    a number has lost digits (1.1010519900307124e17), and a 15-digit number that is not a legacy ID number
+    can only be a 16-digit certificate number whose leading 0 was dropped (0511011001300012 became
+    511011001300012). A date in an identifier column is a formatting accident. All of these are errors
     telling the department to format the column as text.
     """
     if value is None:
@@ -354,10 +358,17 @@ def cell_text(value: object, *, identifier: bool = False) -> str | None:
                 )
             return repr(value)
         whole = int(value)
+        digits = str(abs(whole))
         if identifier and abs(whole) >= _EXACT_FLOAT_LIMIT:
             raise FieldError(
                 f"编号以数字形式保存，已丢失精度：{value!r}（请将该列设为文本格式后重新导出） "
                 f"(number stored as a spreadsheet number has lost digits: {value!r}; format the column as text)"
+            )
+        if identifier and len(digits) == _LEGACY_ID_DIGITS and not is_valid_id_number(digits):
+            raise FieldError(
+                f"编号以数字形式保存，开头的 0 可能已丢失：{digits}（请将该列设为文本格式后重新导出） "
+                f"(number stored as a spreadsheet number may have lost its leading 0: {digits}; "
+                "format the column as text)"
             )
         return str(whole)
     if isinstance(value, datetime | date | time | timedelta):
