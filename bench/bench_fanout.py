@@ -75,10 +75,11 @@ AIM_P50_MS, AIM_P99_MS = 5.0, 20.0
 # --- data and set-up ----------------------------------------------------------------------------
 
 
-def pick_holders(dataset: Dataset, n: int) -> list[tuple[str, str]]:
-    """`n` distinct (ID number, name) pairs, holders of certificates at the most departments first."""
+def pick_holders(dataset: Dataset, n: int, *, uploaded: bool = False) -> list[tuple[str, str]]:
+    """`n` distinct (ID number, name) pairs, holders of certificates at the most departments first (counted
+    on the live sites, or with `uploaded` in the uploaded records)."""
     departments: dict[str, set[Department]] = {}
-    for dept, certs in dataset.live.items():
+    for dept, certs in (dataset.uploaded if uploaded else dataset.live).items():
         for c in certs:
             if c.holder_id_number:
                 departments.setdefault(c.holder_id_number, set()).add(dept)

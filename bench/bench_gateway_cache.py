@@ -49,30 +49,19 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_cache import Op, delete_prefix, redis_url_from_env  # noqa: E402
-from bench_fanout import import_records  # noqa: E402
+from bench_fanout import import_records, pick_holders  # noqa: E402
 
 from aggregator.cache import SourceCache  # noqa: E402
 from aggregator.config import Settings  # noqa: E402
 from aggregator.gateway import Gateway  # noqa: E402
-from aggregator.models import Department, Mode, Outcome  # noqa: E402
+from aggregator.models import Mode, Outcome  # noqa: E402
 from aggregator.records.store import RecordStore  # noqa: E402
 from aggregator.resilience import ResilienceState  # noqa: E402
-from aggregator.sandbox.dataset import Dataset, generate  # noqa: E402
+from aggregator.sandbox.dataset import generate  # noqa: E402
 from aggregator.sandbox.server import Sandbox  # noqa: E402
 
 TODAY = date(2026, 12, 1)
 WORKERS = 32
-
-
-def pick_holders(dataset: Dataset, n: int) -> list[tuple[str, str]]:
-    """`n` (ID number, name) pairs of holders with certificates at the most departments."""
-    departments: dict[str, set[Department]] = {}
-    for dept, certs in dataset.uploaded.items():
-        for c in certs:
-            if c.holder_id_number:
-                departments.setdefault(c.holder_id_number, set()).add(dept)
-    holders = sorted(dataset.holders, key=lambda h: -len(departments.get(h.id_number, ())))
-    return [(h.id_number, h.name) for h in holders[:n]]
 
 
 async def per_op(op: Op, ops: int, concurrency: int) -> tuple[float, float]:
@@ -119,7 +108,7 @@ async def main(args: argparse.Namespace) -> None:
         f" redis-py {redis.__version__}, event loop {args.loop}; Redis {url}"
     )
     dataset = generate(seed=2026, holders=3000, today=TODAY)
-    holders = pick_holders(dataset, WORKERS)
+    holders = pick_holders(dataset, WORKERS, uploaded=True)
     prefix = f"certq-bench-{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory(prefix="certq-bench-") as tmp:
         db_url = await import_records(dataset, Path(tmp))
