@@ -26,6 +26,7 @@ from aggregator.config import Settings, SourceConfig
 from aggregator.merge import build_answer
 from aggregator.models import Answer, Department, ErrorKind, Mode, Outcome, Query, SourceResult
 from aggregator.numbers import parse_number
+from aggregator.records.live import LiveHistory
 from aggregator.records.store import RecordStore
 from aggregator.resilience import ResilienceState
 from aggregator.routing import holder_id_for, route
@@ -36,6 +37,9 @@ log = logging.getLogger(__name__)
 DEFAULT_DEADLINE_S = 6.0
 GENERATION_MEMO_S = 1.0  # how long a department's import generation is trusted before asking the store again
 RUNNER_MARGIN_S = 0.05  # the runner's own deadline comes this much before the gateway's backstop
+LAST_KNOWN_READ_S = 0.5  # longest wait for a failed live source's last answer from the database
+HISTORY_WRITE_S = 5.0  # longest a background write of a live answer may take
+_LIVE_MODES = (Mode.API, Mode.HTML)
 
 
 def _unavailable(source: SourceConfig, kind: ErrorKind, message: str, started: float) -> SourceResult:
@@ -80,6 +84,10 @@ class Gateway:
         # it, each concurrent lookup reads the generation itself: a burst of queries every GENERATION_MEMO_S).
         self._generation_reads: SingleFlight[int] = SingleFlight()
         self._generation_epoch = 0  # bumped by forget_generation: a read started before it is not memoised
+        # The last definitive answer of every live source, kept in the records database: it outlives the cache.
+        engine = getattr(store, "engine", None)
+        self.history: LiveHistory | None = LiveHistory(engine) if engine is not None else None
+        self._history_writes: set[asyncio.Task[None]] = set()
 
     @classmethod
     async def open(
@@ -109,6 +117,7 @@ class Gateway:
         await self.close()
 
     async def close(self) -> None:
+        await self.settle()
         await self._generation_reads.cancel_all()
         await self.runner.close()
         await self.resilience.aclose()  # before the cache: the cache owns the Redis client they share
@@ -160,6 +169,11 @@ class Gateway:
             elapsed_ms=(time.monotonic() - started) * 1000,
         )
 
+    async def settle(self) -> None:
+        """Wait for the live answers still being written to the history (tests; shutdown)."""
+        while self._history_writes:
+            await asyncio.gather(*list(self._history_writes), return_exceptions=True)
+
     def _answer_now(self, source: SourceConfig, query: Query, deadline: float) -> SourceResult | None:
         """`_ask`'s result for `source` when getting it needs no waiting: a link-out, or a fresh answer in the
         in-process cache (records: while the department's data generation is known). None: `_ask` it in a
@@ -178,6 +192,15 @@ class Gateway:
             return None
 
     async def _ask(self, source: SourceConfig, query: Query, classification: Any, deadline: float) -> SourceResult:
+        result = await self._ask_source(source, query, classification, deadline)
+        time_left = deadline - time.monotonic()
+        if result.is_error and source.mode in _LIVE_MODES and self.history is not None and time_left > 0:
+            return await self._last_known(source, query, result, min(LAST_KNOWN_READ_S, time_left))
+        return result
+
+    async def _ask_source(
+        self, source: SourceConfig, query: Query, classification: Any, deadline: float
+    ) -> SourceResult:
         started = time.monotonic()
         budget = min(source.timeout_s, deadline - started)
         if budget <= 0:
@@ -197,15 +220,57 @@ class Gateway:
                     )
                 adapter = self._adapters[source.id]
                 return await self.cache.fetch(
-                    source,
-                    query,
-                    lambda: self.runner.run(source, adapter, query, deadline=inner_deadline),
+                    source, query, lambda: self._ask_live(source, adapter, query, inner_deadline)
                 )
         except TimeoutError:
             return _unavailable(source, ErrorKind.TIMEOUT, f"超时 {budget:.1f}s (timed out)", started)
         except Exception as e:  # noqa: BLE001 - one source's failure must never fail the lookup
             log.exception("source %s failed", source.id)
             return _unavailable(source, ErrorKind.UPSTREAM_ERROR, f"{type(e).__name__}: {e}", started)
+
+    async def _ask_live(self, source: SourceConfig, adapter: Any, query: Query, deadline: float) -> SourceResult:
+        """The runner's answer; a definitive one is also kept in the history (in the background: the lookup
+        does not wait for the write)."""
+        result = await self.runner.run(source, adapter, query, deadline=deadline)
+        if self.history is not None and result.outcome in (Outcome.FOUND, Outcome.NOT_FOUND):
+            task = asyncio.create_task(self._keep(source, query, result.model_copy(deep=True)))
+            self._history_writes.add(task)
+            task.add_done_callback(self._history_writes.discard)
+        return result
+
+    async def _keep(self, source: SourceConfig, query: Query, result: SourceResult) -> None:
+        assert self.history is not None
+        try:
+            async with asyncio.timeout(HISTORY_WRITE_S):
+                await self.history.record(source.id, query, result)
+        except Exception as e:  # noqa: BLE001 - the answer was given; only its history is missing
+            log.warning("could not keep %s's live answer in the history: %s: %s", source.id, type(e).__name__, e)
+
+    async def _last_known(
+        self, source: SourceConfig, query: Query, failed: SourceResult, wait_s: float
+    ) -> SourceResult:
+        """`failed`, or the source's last definitive answer from the history, marked stale, with why (if it
+        can be read within `wait_s`: what is left of the lookup's deadline)."""
+        assert self.history is not None
+        try:
+            async with asyncio.timeout(wait_s):
+                last = await self.history.last(source.id, query)
+        except Exception as e:  # noqa: BLE001 - no history is no worse than before
+            log.warning("could not read %s's last live answer: %s: %s", source.id, type(e).__name__, e)
+            return failed
+        if last is None:
+            return failed
+        kind = failed.error_kind.value if failed.error_kind else "error"
+        when = last.fetched_at.strftime("%Y-%m-%d %H:%M UTC") if last.fetched_at else "?"
+        return last.model_copy(
+            update={
+                "from_cache": True,
+                "stale": True,
+                "elapsed_ms": failed.elapsed_ms,
+                "message": f"数据源暂不可用（{kind}），采用其 {when} 的上次结果 "
+                f"(source unavailable: {kind}; its last answer, of {when}, is shown)",
+            }
+        )
 
     def _link(self, source: SourceConfig, query: Query, started: float) -> SourceResult:
         link = self._adapters[source.id].link(query)

@@ -28,6 +28,7 @@ from aggregator.models import (
     Conflict,
     ConflictValue,
     MergedCertificate,
+    Mode,
     Outcome,
     Query,
     QueryEcho,
@@ -35,7 +36,7 @@ from aggregator.models import (
     SourceStatus,
     Verdict,
 )
-from aggregator.numbers import Classification
+from aggregator.numbers import Classification, classify, issuers
 from aggregator.recognition import recognise_all
 
 COMPARED_FIELDS = (
@@ -75,8 +76,12 @@ _NAME_SEPARATORS = str.maketrans("", "", " \u3000·•・‧.")
 
 
 def normalise_name(name: str) -> str:
-    """Names compare after NFKC, without spaces and the middle dot of names such as 阿卜杜·热合曼."""
-    return unicodedata.normalize("NFKC", name).translate(_NAME_SEPARATORS).upper()
+    """Names compare after NFKC, without spaces, the middle dot of names such as 阿卜杜·热合曼 and invisible
+    format characters (a zero-width space pasted with a name, a byte-order mark)."""
+    text = unicodedata.normalize("NFKC", name).translate(_NAME_SEPARATORS).upper()
+    if not text.isascii():
+        text = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+    return text
 
 
 def _field_text(value: object) -> str | None:
@@ -137,6 +142,44 @@ def merge_certificates(
     return merged, conflicts
 
 
+def _issuer_decides(certs: list[MergedCertificate]) -> tuple[list[MergedCertificate], list[Conflict]]:
+    """Where two departments' records claim one number, the department that issues numbers of its format
+    decides: the other claim (a MEM T+ID number in SAMR's records, uploaded before uploads were checked) is
+    dropped from the answer and listed as a conflict. A number that fits no format, or that no issuing
+    department holds, is left as it is."""
+    by_number: dict[str, list[MergedCertificate]] = defaultdict(list)
+    for c in certs:
+        by_number[c.number].append(c)
+    dropped: set[int] = set()
+    conflicts: list[Conflict] = []
+    for number, group in by_number.items():
+        if len({c.department for c in group}) < 2:
+            continue
+        owners = issuers(classify(number))
+        issued = [c for c in group if c.department in owners]
+        foreign = [c for c in group if owners and c.department not in owners]
+        if not issued or not foreign:
+            continue
+        dropped.update(id(c) for c in foreign)
+        chosen = issued[0]
+        conflicts.append(
+            Conflict(
+                certificate=number,
+                department=chosen.department,
+                field="department",
+                values=[
+                    ConflictValue(source=source, value=f"{c.department.value}: {c.effective.value}")
+                    for c in issued + foreign
+                    for source in c.sources
+                ],
+                chosen_source=chosen.sources[0] if chosen.sources else chosen.department.value,
+                reason="此编号由发证部门的数据决定，其他部门上报的同号记录不计 "
+                "(the issuing department's data decide; another department's record of this number is ignored)",
+            )
+        )
+    return [c for c in certs if id(c) not in dropped], conflicts
+
+
 def _mark_subject(certs: list[MergedCertificate], query: Query, classification: Classification) -> None:
     """Which certificates the query is about. A certificate number asks about that certificate; an ID
     number asks about every certificate of that person."""
@@ -157,6 +200,37 @@ def _holder_check(certs: list[MergedCertificate], query: Query) -> None:
         if query.id_number and c.holder_id_number:
             checks.append(query.id_number == c.holder_id_number)
         c.name_matches = all(checks) if checks else None
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC") if moment else "?"
+
+
+def _freshness_notes(results: list[SourceResult]) -> list[str]:
+    """What the answer rests on when that is not a fresh answer of every live source: a live source's last
+    answer used because the source is unavailable now; an upload that holds a certificate which a newer
+    live answer of the same department does not know."""
+    notes: list[str] = []
+    live = [r for r in results if r.mode in (Mode.API, Mode.HTML)]
+    stale = [r for r in live if r.stale and r.outcome in (Outcome.FOUND, Outcome.NOT_FOUND)]
+    if stale:
+        names = "、".join(f"{r.source}（{_when(r.fetched_at)}）" for r in stale)
+        notes.append(f"以下数据源暂不可用，采用其上次的实时结果：{names} (unavailable live sources: their last answers are used)")
+    for upload in results:
+        if upload.mode != Mode.RECORDS or upload.outcome != Outcome.FOUND or upload.data_as_of is None:
+            continue
+        for r in live:
+            if (
+                r.department == upload.department
+                and r.outcome == Outcome.NOT_FOUND
+                and r.fetched_at is not None
+                and r.fetched_at > upload.data_as_of
+            ):
+                notes.append(
+                    f"{upload.source} 的上报数据（{_when(upload.data_as_of)}）有此证书，但更新的实时查询 {r.source}"
+                    f"（{_when(r.fetched_at)}）未查到 (the upload holds it, but a newer live answer of {r.source} does not)"
+                )
+    return notes
 
 
 def status_line(r: SourceResult) -> SourceStatus:
@@ -187,6 +261,8 @@ def build_answer(
     elapsed_ms: float = 0.0,
 ) -> Answer:
     certs, conflicts = merge_certificates(results, today)
+    certs, claims = _issuer_decides(certs)
+    conflicts += claims
     _mark_subject(certs, query, classification)
     _holder_check(certs, query)
     unavailable = [r for r in results if r.outcome == Outcome.UNAVAILABLE]
@@ -218,6 +294,7 @@ def build_answer(
                 "(this number was not found; shown: other certificates of the same holder)"
             )
 
+    notes.extend(_freshness_notes(results))
     if unavailable:
         names = "、".join(f"{r.source}({r.error_kind.value if r.error_kind else 'error'})" for r in unavailable)
         notes.append(f"以下数据源暂不可用：{names} (sources unavailable: the answer may be incomplete)")

@@ -15,7 +15,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 
-from aggregator.models import NumberFormatInfo
+from aggregator.models import DEPARTMENT_NAMES, Department, NumberFormatInfo
 
 MAX_INPUT_LENGTH = 64
 
@@ -29,6 +29,17 @@ FORMATS: dict[str, str] = {
     "mohurd": "建筑施工特种作业操作资格证书",
     "mohrss_skill": "职业技能等级证书（22位）",
     "mohrss_qual": "职业资格证书（16位）",
+}
+
+#: Which departments issue certificates whose number has each format. A MEM card is numbered T + the
+#: holder's ID number (older cards: the bare ID number); a SAMR certificate number is the ID number itself.
+FORMAT_ISSUERS: dict[str, frozenset[Department]] = {
+    "id18": frozenset({Department.SAMR, Department.MEM}),
+    "id15": frozenset({Department.SAMR, Department.MEM}),
+    "mem_t_id": frozenset({Department.MEM}),
+    "mohurd": frozenset({Department.MOHURD}),
+    "mohrss_skill": frozenset({Department.MOHRSS}),
+    "mohrss_qual": frozenset({Department.MOHRSS}),
 }
 
 _WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
@@ -209,6 +220,29 @@ def classify(number: str) -> Classification:
             )
         )
     return out
+
+
+def issuers(classification: Classification) -> frozenset[Department]:
+    """The departments that can have issued a number of these formats (empty: it fits no known format)."""
+    out: frozenset[Department] = frozenset()
+    for f in classification.formats:
+        out |= FORMAT_ISSUERS.get(f.format, frozenset())
+    return out
+
+
+def foreign_format(number: str, department: Department) -> str | None:
+    """Why `department` cannot have issued `number` (already normalised), or None when it can: the number
+    fits known formats and none of them is the department's, e.g. "T+身份证号 is a 应急管理部 number"."""
+    c = classify(number)
+    owners = issuers(c)
+    if not owners or department in owners:
+        return None
+    label = c.formats[0].label
+    names = "、".join(DEPARTMENT_NAMES[d] for d in sorted(owners))
+    return (
+        f"{label} 是{names}的证书编号，不能由{DEPARTMENT_NAMES[department]}上报 "
+        f"(a {c.formats[0].format} number is issued by {', '.join(sorted(owners))}, not {department.value})"
+    )
 
 
 def parse_number(raw: str) -> Classification:

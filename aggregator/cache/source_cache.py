@@ -8,7 +8,10 @@ identical lookups that arrive meanwhile: in this process (single-flight) and, on
 gateway process (a short lock; the holder hands its result to the waiters; if it dies, a waiter takes
 over when the lock expires). Found and not-found answers are stored for their configured TTLs; errors
 never are. When the source fails and an expired answer within its max-stale window exists, that answer is
-served, marked stale. Redis failures never reach the caller: lookups go on without the cache.
+served, marked stale. Redis failures never reach the caller: while Redis is down, answers are kept in a
+small in-process tier instead (so that an outage does not send every repeated lookup to the sources and
+into their rate limits), which is dropped when Redis answers again (another instance may have changed
+what Redis holds meanwhile).
 """
 
 from __future__ import annotations
@@ -53,7 +56,9 @@ _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 class SourceCache:
     """Source results cached by source, data version and normalised query, in memory or in Redis."""
 
-    OUTAGE_BACKOFF_S = 1.0  # after a Redis error, skip Redis this long before trying again
+    OUTAGE_BACKOFF_S = 0.5  # after a Redis error, skip Redis this long before one call tries again (doubling)
+    OUTAGE_MAX_BACKOFF_S = 8.0  # the longest pause between two tries while Redis stays down
+    OUTAGE_LOCAL_ENTRIES = 20_000  # answers kept in process while Redis is down
     POLL_FIRST_S = 0.005  # a waiter's first look at the lock holder's progress
     POLL_MAX_S = 0.05  # and the longest pause between looks
     # A lock lives min(2 x the source's timeout, LOCK_MAX_S) unless released. A holder that dies is replaced
@@ -71,7 +76,14 @@ class SourceCache:
         self._clock = clock
         self._flights: SingleFlight[SourceResult] = SingleFlight()
         name = "Redis cache" if backend.shared else "memory cache"
-        self._guard = OutageGuard(backoff_s=self.OUTAGE_BACKOFF_S, name=name)
+        # While a shared backend is down, answers live in this process only (dropped when it returns).
+        self._local = MemoryBackend(self.OUTAGE_LOCAL_ENTRIES, clock) if backend.shared else None
+        self._guard = OutageGuard(
+            backoff_s=self.OUTAGE_BACKOFF_S,
+            max_backoff_s=self.OUTAGE_MAX_BACKOFF_S,
+            name=name,
+            on_recovery=self._drop_local,
+        )
         self._stats = dict.fromkeys(STAT_KEYS, 0)
 
     # --- construction ---------------------------------------------------------------------------
@@ -143,7 +155,7 @@ class SourceCache:
             try:
                 raw = await self._guard.run(lambda: self._backend.get(key))
             except BackendUnavailable:
-                raw = None
+                raw = self._local.get_now(key) if self._local is not None else None
             env = self._decode(raw)
             if env is not None:
                 now = self._clock()
@@ -198,7 +210,7 @@ class SourceCache:
                 await self._guard.run(lambda: self._backend.set(key, value, ttl_s))
                 self._stats["stores"] += 1
             except BackendUnavailable:
-                pass
+                await self._keep_local(key, value, ttl_s)
         return self._settle(fresh, stale)
 
     async def _coordinated(
@@ -271,7 +283,8 @@ class SourceCache:
                 if value is not None:
                     self._stats["stores"] += 1
             except BackendUnavailable:
-                pass
+                if value is not None:
+                    await self._keep_local(key, value, ttl_s)
             return final
         finally:
             if not finished:
@@ -296,6 +309,16 @@ class SourceCache:
                 return None
 
     # --- helpers --------------------------------------------------------------------------------
+
+    async def _keep_local(self, key: str, value: str, ttl_s: float) -> None:
+        """Keep an answer in process while the shared backend cannot take it."""
+        if self._local is not None:
+            await self._local.set(key, value, ttl_s)
+
+    def _drop_local(self) -> None:
+        if self._local is not None and len(self._local):
+            log.info("dropping %d answers kept in process during the outage", len(self._local))
+            self._local = MemoryBackend(self.OUTAGE_LOCAL_ENTRIES, self._clock)
 
     async def _call(self, call: SourceCall) -> SourceResult:
         self._stats["calls"] += 1

@@ -79,6 +79,24 @@ records = sa.Table(
     sa.Column("is_current", sa.Boolean(), nullable=False, server_default=sa.false()),
 )
 
+# What each live source last said about a query, one row per change (migration 0003; see `records.live`).
+live_answers = sa.Table(
+    "live_answers",
+    metadata,
+    sa.Column("id", _Id, primary_key=True, autoincrement=True),
+    sa.Column("source", sa.String(64), nullable=False),
+    sa.Column("query_digest", sa.String(64), nullable=False),  # sha256 of the query (it may hold a name)
+    sa.Column("number", sa.String(64), nullable=False),  # the normalised number asked about
+    sa.Column("outcome", sa.String(16), nullable=False),  # found | not_found
+    sa.Column("content_digest", sa.String(64), nullable=False),  # what the answer said, to tell a change
+    sa.Column("result", sa.Text(), nullable=False),  # the SourceResult as JSON
+    sa.Column("first_seen", sa.DateTime(timezone=True), nullable=False),  # first fetched with this content
+    sa.Column("last_seen", sa.DateTime(timezone=True), nullable=False),  # last confirmed
+    sa.Index("ix_live_answers_source_query", "source", "query_digest", "id"),
+    sa.Index("ix_live_answers_number", "number", "first_seen"),
+    sqlite_autoincrement=True,
+)
+
 #: The lookup indexes, created by migration 0001 (and rebuilt after a bulk load into an empty table).
 LOOKUP_INDEXES = (
     sa.Index(

@@ -28,6 +28,7 @@ from aggregator.numbers import (
     PROVINCE_ABBREVIATIONS,
     NumberError,
     classify,
+    foreign_format,
     is_valid_id_number,
     normalise,
     parse_number,
@@ -59,6 +60,14 @@ MAX_TEXT = 500  # a longer cell is a misaligned row or garbage, not data
 
 Problem = tuple[int, str | None, str | None, str]  # line, column, value, reason (cheap to collect)
 
+# Numbers of the shapes a department itself issues need no classification (the fast path of
+# `numbers.foreign_format` for the million-row files); any other number is classified.
+_OWN_SHAPES: dict[Department, re.Pattern[str]] = {
+    Department.MEM: re.compile(r"T?\d{17}[\dX]|\d{15}"),
+    Department.SAMR: re.compile(r"\d{17}[\dX]|\d{15}"),
+    Department.MOHURD: re.compile(rf"[{PROVINCE_ABBREVIATIONS}][A-Z]\d{{12}}"),
+    Department.MOHRSS: re.compile(r"[YS]\d{21}|\d{16}"),
+}
 _FAST_NUMBER = re.compile(rf"[0-9A-Z{PROVINCE_ABBREVIATIONS}]{{6,{MAX_INPUT_LENGTH}}}")
 _FAST_ID = re.compile(r"[0-9]{17}[0-9X]")
 _ID_CHECK = "10X98765432"
@@ -223,6 +232,7 @@ class RowValidator:
                 bad.setdefault(position, []).append((lines[position], column_name, value, reason))
 
         numbers = self._numbers(column(F.NUMBER), flag)
+        self._foreign_numbers(numbers, flag)
         names = list(map(str.strip, column(F.NAME)))
         if not all(names):
             for k in [k for k, v in enumerate(names) if not v]:
@@ -351,6 +361,17 @@ class RowValidator:
             except NumberError as e:
                 flag(k, self.labels[F.NUMBER], raw, e.reason)
         return numbers
+
+    def _foreign_numbers(self, numbers: list[str | None], flag: Callable[..., None]) -> None:
+        """A department uploads only numbers it can issue: a number of another department's format (a MEM
+        T+ID in a SAMR file) would otherwise decide that department's certificate."""
+        own = _OWN_SHAPES[self.dept].fullmatch
+        if all(map(own, filter(None, numbers))):  # type: ignore[arg-type]
+            return
+        for k, number in enumerate(numbers):
+            if number and not own(number) and (reason := foreign_format(number, self.dept)):
+                flag(k, self.labels[F.NUMBER], number, reason)
+                numbers[k] = None
 
     def _id_numbers(
         self, values: tuple[str, ...], numbers: list[str | None], flag: Callable[..., None]
