@@ -13,6 +13,23 @@ deadlines, retries, rate limits and the circuit breaker, and maps these errors t
 
 Positive evidence only: a parser returns certificates when it sees them and raises `NotFound` when it sees
 the source's own "nothing found" message. Anything else is `ParseError` (or a kind of `AccessDenied`).
+
+The exceptions, with the outcome kind each is reported as:
+
+    NotFound                       the source positively holds nothing (outcome not_found)
+    SourceError                    the source could not answer (outcome unavailable)
+    ├── AccessDenied               blocked: the source refused us (WAF page, 403)
+    │   ├── Banned                 blocked: an explicit ban message
+    │   ├── Captcha                captcha: a person must solve it; certq never does
+    │   └── RateLimited            rate_limited: the source said "too many requests" (429)
+    ├── UpstreamError              upstream_error: 5xx, reset, cut short (retried while time is left)
+    │   ├── Maintenance            upstream_error: the source's maintenance page (not retried)
+    │   └── RedirectLoop           upstream_error (aggregator/runner.py)
+    ├── ParseError                 parse_error: neither a result nor a not-found message; names `where`
+    ├── SourceTimeout              timeout
+    ├── CircuitOpen                circuit_open: certq's breaker keeps the source resting
+    └── Throttled                  rate_limited: certq's OWN limit had no slot in time; nothing was sent
+                                   (aggregator/runner.py; not the source refusing us, so no breaker failure)
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
     html      generic HTML (adapters/html.py)          jsonapi   generic JSON (adapters/jsonapi.py)
     link      link-out to a public page (link.py)      mem       MEM JSON, current vs history (mem.py)
-    samr      SAMR two-step JSON (samr.py)             osta      MOHRSS HTML (osta.py)
+    samr      SAMR two-step JSON (samr.py)             mohrss    MOHRSS HTML (mohrss.py)
     mohurd    MOHURD exchange-schema JSON (mohurd.py)
 
 Each adapter validates `source.options` with its own pydantic model; a mistake is an `AdapterConfigError`
@@ -20,7 +20,7 @@ from adapters.jsonapi import JsonApiAdapter
 from adapters.link import LinkSource
 from adapters.mem import MemAdapter
 from adapters.mohurd import MohurdAdapter
-from adapters.osta import OstaAdapter
+from adapters.mohrss import MohrssAdapter
 from adapters.request import AdapterConfigError
 from adapters.samr import SamrAdapter
 from aggregator.config import SourceConfig
@@ -31,7 +31,7 @@ HTTP_ADAPTERS: dict[str, Callable[[SourceConfig], Adapter]] = {
     "jsonapi": JsonApiAdapter,
     "mem": MemAdapter,
     "samr": SamrAdapter,
-    "osta": OstaAdapter,
+    "mohrss": MohrssAdapter,
     "mohurd": MohurdAdapter,
 }
 LINK_ADAPTERS: dict[str, Callable[[SourceConfig], LinkAdapter]] = {"link": LinkSource}

@@ -72,7 +72,7 @@ class SourceConfig(_Strict):
     name: str  # shown to people, e.g. 应急管理部 特种作业操作证 查询
     department: Department
     mode: Mode
-    adapter: str  # records | html | jsonapi | link | mem | samr | osta | mohurd
+    adapter: str  # records | html | jsonapi | link | mem | samr | mohrss | mohurd
     kinds: list[CertKind] = Field(min_length=1)
     # The number formats (see numbers.FORMATS) this source can answer; "*" means any number.
     patterns: list[str] = Field(min_length=1)

@@ -60,7 +60,6 @@ from adapters.base import (
     HttpResponse,
     NotFound,
     ParseError,
-    RateLimited,
     SourceError,
     SourceTimeout,
     UpstreamError,
@@ -79,8 +78,11 @@ _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?([A-Za-z0-9_-]+)"""
 _CHARSET_ALIASES = {"gb2312": "gb18030", "gbk": "gb18030", "x-gbk": "gb18030"}  # GB18030 decodes both, and more
 
 
-class Throttled(RateLimited):
-    """certq's own rate limit for the source has no free slot before the time is up; nothing was sent."""
+class Throttled(SourceError):
+    """certq's own rate limit for the source has no free slot before the time is up; nothing was sent. Not a
+    kind of `AccessDenied`: the source did not refuse anything, so the breaker is not told of a failure."""
+
+    kind = ErrorKind.RATE_LIMITED
 
 
 class RedirectLoop(UpstreamError):

@@ -32,7 +32,7 @@ def is_masked(value: object) -> bool:
     return any(m in text for m in _MASKS)
 
 
-class OstaAdapter(HtmlAdapter):
+class MohrssAdapter(HtmlAdapter):
     """The MOHRSS certificate query page, by certificate number and/or ID number."""
 
     def adjust(self, raw: dict[str, Any], where: str) -> dict[str, Any]:
