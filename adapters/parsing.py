@@ -17,10 +17,10 @@ import unicodedata
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Annotated, Any
 
 from bs4 import BeautifulSoup, Tag
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from adapters.base import (
     AccessDenied,
@@ -32,7 +32,14 @@ from adapters.base import (
 )
 from adapters.blocks import detect_block, parse_retry_after
 from adapters.request import StrictOptions
-from aggregator.models import Certificate, CertKind, CertStatus, Department
+from aggregator.models import (
+    CERTIFICATE_FIELDS,
+    DATE_FIELDS,
+    Certificate,
+    CertKind,
+    CertStatus,
+    Department,
+)
 from aggregator.numbers import normalise
 
 # --- Text ---------------------------------------------------------------------------------------
@@ -238,24 +245,16 @@ def label_values(table: Tag, label_selector: str) -> list[tuple[str, str]]:
 
 # --- Canonical fields -----------------------------------------------------------------------------
 
-CanonicalField = Literal[
-    "number",
-    "holder_name",
-    "holder_id_number",
-    "gender",
-    "issuer",
-    "category",
-    "operation_item",
-    "items",
-    "level",
-    "issued_on",
-    "valid_from",
-    "valid_until",
-    "next_review_on",
-    "status",
-    "kind",
-]
-DATE_FIELDS = frozenset({"issued_on", "valid_from", "valid_until", "next_review_on"})
+def _canonical(name: str) -> str:
+    if name not in CANONICAL_FIELDS:
+        raise ValueError(f"unknown certificate field {name!r}; one of {', '.join(CANONICAL_FIELDS)}")
+    return name
+
+
+#: What a source's options may map its values to: the certificate's fields (see `models.Certificate`), but
+#: the department (the source's own) and the source's own wording (kept as read).
+CANONICAL_FIELDS: tuple[str, ...] = tuple(f for f in CERTIFICATE_FIELDS if f not in ("department", "status_text"))
+CanonicalField = Annotated[str, AfterValidator(_canonical)]
 
 
 class FieldRules(StrictOptions):

@@ -22,6 +22,7 @@ from datetime import UTC, date, datetime
 
 from aggregator.config import RecognitionCatalogue
 from aggregator.models import (
+    CERTIFICATE_FIELDS,
     Answer,
     Certificate,
     CertStatus,
@@ -39,21 +40,8 @@ from aggregator.models import (
 from aggregator.numbers import Classification, classify, issuers
 from aggregator.recognition import recognise_all
 
-COMPARED_FIELDS = (
-    "holder_name",
-    "holder_id_number",
-    "gender",
-    "issuer",
-    "category",
-    "operation_item",
-    "items",
-    "level",
-    "issued_on",
-    "valid_from",
-    "valid_until",
-    "next_review_on",
-    "status",
-)
+# Fields compared between sources: all but what identifies the certificate and the source's own wording.
+COMPARED_FIELDS = tuple(f for f in CERTIFICATE_FIELDS if f not in ("number", "kind", "department", "status_text"))
 
 # Which status decides the verdict when a holder has several certificates: the one closest to valid.
 _VERDICT_ORDER = (CertStatus.VALID, CertStatus.SUSPENDED, CertStatus.EXPIRED, CertStatus.REVOKED)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from enum import StrEnum
+from typing import get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -110,25 +111,29 @@ class Query(BaseModel):
 
 
 class Certificate(BaseModel):
-    """One certificate in canonical form, whichever source it came from."""
+    """One certificate in canonical form, whichever source it came from. Each field's `title` is its Chinese
+    label and `description` its English one: every page, card and table takes its labels from here."""
 
-    number: str
-    kind: CertKind
-    department: Department
-    issuer: str | None = None  # 发证机关
-    holder_name: str | None = None
-    holder_id_number: str | None = None
-    gender: str | None = None  # 男 / 女
-    category: str | None = None  # 作业类别 / 从业种类 / 职业
-    operation_item: str | None = None  # 操作项目 / 工种; SAMR: the 持证项目 codes joined by 和
-    items: list[str] = Field(default_factory=list)  # SAMR 持证项目 codes, split
-    level: str | None = None  # e.g. 四级/中级工
-    issued_on: date | None = None  # 初领日期 / 批准日期 / 发证日期
-    valid_from: date | None = None
-    valid_until: date | None = None
-    next_review_on: date | None = None  # 应复审日期
-    status: CertStatus = CertStatus.UNKNOWN
-    status_text: str | None = None  # the source's own words, e.g. 有效, 暂扣, 01
+    number: str = Field(title="证书编号", description="Certificate number")
+    kind: CertKind = Field(title="证书类型", description="Kind")
+    department: Department = Field(title="发证部门", description="Department")
+    issuer: str | None = Field(None, title="发证机关", description="Issuer")
+    holder_name: str | None = Field(None, title="姓名", description="Name")
+    holder_id_number: str | None = Field(None, title="身份证号", description="ID number")
+    gender: str | None = Field(None, title="性别", description="Gender")  # 男 / 女
+    category: str | None = Field(None, title="类别", description="Category")  # 作业类别 / 从业种类 / 职业
+    # 操作项目 / 工种; SAMR: the 持证项目 codes joined by 和
+    operation_item: str | None = Field(None, title="项目", description="Item")
+    items: list[str] = Field(default_factory=list, title="持证项目", description="Items")  # SAMR codes, split
+    level: str | None = Field(None, title="等级", description="Level")  # e.g. 四级/中级工
+    # 初领日期 / 批准日期 / 发证日期
+    issued_on: date | None = Field(None, title="初领/发证日期", description="Issued")
+    valid_from: date | None = Field(None, title="有效期起", description="Valid from")
+    valid_until: date | None = Field(None, title="有效期至", description="Valid until")
+    next_review_on: date | None = Field(None, title="应复审日期", description="Review due")  # 应复审日期
+    status: CertStatus = Field(CertStatus.UNKNOWN, title="状态", description="Status")
+    # the source's own words, e.g. 有效, 暂扣, 01
+    status_text: str | None = Field(None, title="来源原文状态", description="Status as stated")
 
     def key(self) -> tuple[str, str, str]:
         """What identifies one certificate across sources: department, number and, for departments whose
@@ -144,6 +149,46 @@ class Certificate(BaseModel):
         if self.status == CertStatus.VALID and self.valid_until is not None and self.valid_until < today:
             return CertStatus.EXPIRED
         return self.status
+
+
+#: Every field of a certificate, in the model's order.
+CERTIFICATE_FIELDS: tuple[str, ...] = tuple(Certificate.model_fields)
+#: The fields holding dates (ISO text in uploads and sources' options).
+DATE_FIELDS: frozenset[str] = frozenset(
+    name for name, f in Certificate.model_fields.items() if date in get_args(f.annotation)
+)
+#: What a card shows under the certificate's number and status, in this order.
+DETAIL_FIELDS: tuple[str, ...] = (
+    "holder_name",
+    "gender",
+    "category",
+    "operation_item",
+    "level",
+    "issuer",
+    "issued_on",
+    "valid_from",
+    "valid_until",
+    "next_review_on",
+    "status_text",
+)
+
+
+def field_label(name: str, *, english: bool = True) -> str:
+    """A certificate field's label: "有效期至 Valid until" (or only the Chinese)."""
+    info = Certificate.model_fields[name]
+    return f"{info.title} {info.description}" if english else str(info.title)
+
+
+#: Short words for each verdict (Chinese, English), for cards, pages and tables.
+VERDICT_LABELS: dict[Verdict, tuple[str, str]] = {
+    Verdict.VALID: ("有效", "valid"),
+    Verdict.EXPIRED: ("已过期", "expired"),
+    Verdict.SUSPENDED: ("暂扣", "suspended"),
+    Verdict.REVOKED: ("已吊销/撤销", "revoked"),
+    Verdict.NOT_FOUND: ("未查到", "not found"),
+    Verdict.NAME_MISMATCH: ("姓名不符", "name mismatch"),
+    Verdict.INCONCLUSIVE: ("无法确定", "inconclusive"),
+}
 
 
 class ManualLink(BaseModel):
@@ -257,12 +302,20 @@ class NumberFormatInfo(BaseModel):
     parts: dict[str, str] = Field(default_factory=dict)
 
 
+class NameCheck(StrEnum):
+    """What happened to the name a caller gave (see aggregator/web/namebudget.py)."""
+
+    CHECKED = "checked"  # compared with the records
+    NOT_CHECKED = "not_checked"  # not compared: the answer is the one a lookup without a name gives
+
+
 class QueryEcho(BaseModel):
     number: str
     formats: list[NumberFormatInfo] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
     name_given: bool = False
     id_number_given: bool = False
+    name_check: NameCheck | None = None  # None: no name given (or nobody decided)
 
 
 class Answer(BaseModel):

@@ -8,18 +8,28 @@ from rich.table import Table
 from rich.text import Text
 
 from aggregator.config import RecognitionCatalogue, Settings
-from aggregator.models import CERT_KIND_NAMES, DEPARTMENT_NAMES, Answer, Outcome, Verdict
+from aggregator.models import (
+    CERT_KIND_NAMES,
+    DEPARTMENT_NAMES,
+    DETAIL_FIELDS,
+    VERDICT_LABELS,
+    Answer,
+    Outcome,
+    Verdict,
+    field_label,
+)
 from aggregator.numbers import SKILL_LEVELS
 
-VERDICT_STYLE = {
-    Verdict.VALID: ("有效 VALID", "bold white on green"),
-    Verdict.EXPIRED: ("已过期 EXPIRED", "bold white on dark_orange"),
-    Verdict.SUSPENDED: ("暂扣 SUSPENDED", "bold white on red"),
-    Verdict.REVOKED: ("吊销 REVOKED", "bold white on red"),
-    Verdict.NOT_FOUND: ("未查到 NOT FOUND", "bold white on grey37"),
-    Verdict.NAME_MISMATCH: ("姓名不符 NAME MISMATCH", "bold white on red"),
-    Verdict.INCONCLUSIVE: ("无法确定 INCONCLUSIVE", "bold black on yellow"),
+_VERDICT_COLOURS = {
+    Verdict.VALID: "bold white on green",
+    Verdict.EXPIRED: "bold white on dark_orange",
+    Verdict.SUSPENDED: "bold white on red",
+    Verdict.REVOKED: "bold white on red",
+    Verdict.NOT_FOUND: "bold white on grey37",
+    Verdict.NAME_MISMATCH: "bold white on red",
+    Verdict.INCONCLUSIVE: "bold black on yellow",
 }
+VERDICT_STYLE = {v: (f"{zh} {en.upper()}", _VERDICT_COLOURS[v]) for v, (zh, en) in VERDICT_LABELS.items()}
 OUTCOME_STYLE = {
     Outcome.FOUND: "green",
     Outcome.NOT_FOUND: "white",
@@ -27,19 +37,7 @@ OUTCOME_STYLE = {
     Outcome.MANUAL: "cyan",
     Outcome.SKIPPED: "grey50",
 }
-FIELD_LABELS = [
-    ("holder_name", "姓名"),
-    ("gender", "性别"),
-    ("category", "类别"),
-    ("operation_item", "项目"),
-    ("level", "等级"),
-    ("issuer", "发证机关"),
-    ("issued_on", "初领/发证"),
-    ("valid_from", "有效期起"),
-    ("valid_until", "有效期至"),
-    ("next_review_on", "应复审"),
-    ("status_text", "状态(来源原文)"),
-]
+FIELD_LABELS = [(name, field_label(name, english=False)) for name in DETAIL_FIELDS]
 
 
 def answer_card(a: Answer) -> Panel:

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 
+from aggregator.models import DATE_FIELDS as MODEL_DATE_FIELDS
 from aggregator.models import CertStatus
 from aggregator.numbers import is_valid_id_number
 
@@ -44,7 +45,7 @@ FIELDS: tuple[str, ...] = (
     "status",
 )
 REQUIRED: tuple[str, ...] = (NUMBER, NAME)
-DATE_FIELDS: frozenset[str] = frozenset({"issued_on", "valid_from", "valid_until", "next_review_on"})
+DATE_FIELDS: frozenset[str] = MODEL_DATE_FIELDS  # the upload columns holding dates are the certificate's
 
 #: Header texts every department may use (on top of its own `column_aliases`).
 COMMON_ALIASES: dict[str, tuple[str, ...]] = {

@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from aggregator.config import DepartmentConfig
 from aggregator.errors import register
-from aggregator.models import CertKind, Certificate, CertStatus, Department
+from aggregator.models import CERTIFICATE_FIELDS, Certificate, Department
 from aggregator.numbers import normalise
 from aggregator.records import importer
 from aggregator.records.importer import RECORD_COLUMNS, Chunk, ProgressCallback, Upload
@@ -179,27 +179,8 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-_FIND_COLUMNS = [
-    records.c.number,
-    records.c.kind,
-    records.c.department,
-    records.c.issuer,
-    records.c.holder_name,
-    records.c.holder_id_number,
-    records.c.gender,
-    records.c.category,
-    records.c.operation_item,
-    records.c["items"],
-    records.c.level,
-    records.c.issued_on,
-    records.c.valid_from,
-    records.c.valid_until,
-    records.c.next_review_on,
-    records.c.status,
-    records.c.status_text,
-    batches.c.uploaded_at,
-    batches.c.quarter,
-]
+# A certificate's fields are the records table's columns of the same names (see `models.Certificate`).
+_FIND_COLUMNS = [records.c[name] for name in CERTIFICATE_FIELDS] + [batches.c.uploaded_at, batches.c.quarter]
 
 
 def _lookup(condition: sa.ColumnElement[bool]) -> sa.Select[Any]:
@@ -324,25 +305,9 @@ class RecordStore:
 
     @staticmethod
     def _certificate(row: Any) -> Certificate:
-        return Certificate(
-            number=row.number,
-            kind=CertKind(row.kind),
-            department=Department(row.department),
-            issuer=row.issuer,
-            holder_name=row.holder_name,
-            holder_id_number=row.holder_id_number,
-            gender=row.gender,
-            category=row.category,
-            operation_item=row.operation_item,
-            items=json.loads(row.items) if row.items else [],
-            level=row.level,
-            issued_on=row.issued_on,
-            valid_from=row.valid_from,
-            valid_until=row.valid_until,
-            next_review_on=row.next_review_on,
-            status=CertStatus(row.status),
-            status_text=row.status_text,
-        )
+        data = {name: getattr(row, name) for name in CERTIFICATE_FIELDS}
+        data["items"] = json.loads(data["items"]) if data["items"] else []
+        return Certificate.model_validate(data)
 
     # --- Batches ---------------------------------------------------------------------------------
 

@@ -20,7 +20,18 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from aggregator.errors import SOURCE_ERROR_TEXT
-from aggregator.models import CERT_KIND_NAMES, DEPARTMENT_NAMES, CertKind, Department, ErrorKind
+from aggregator.models import (
+    CERT_KIND_NAMES,
+    CERTIFICATE_FIELDS,
+    DEPARTMENT_NAMES,
+    DETAIL_FIELDS,
+    VERDICT_LABELS,
+    CertKind,
+    Department,
+    ErrorKind,
+    Verdict,
+    field_label,
+)
 
 BEIJING = timezone(timedelta(hours=8), "北京时间")  # China has no daylight saving time
 
@@ -35,14 +46,17 @@ class Badge:
     en: str
 
 
+_VERDICT_LOOKS: dict[Verdict, tuple[str, str]] = {
+    Verdict.VALID: ("ok", "✓"),
+    Verdict.EXPIRED: ("warn", "!"),
+    Verdict.SUSPENDED: ("bad", "✕"),
+    Verdict.REVOKED: ("bad", "✕"),
+    Verdict.NOT_FOUND: ("none", "?"),
+    Verdict.NAME_MISMATCH: ("bad", "✕"),
+    Verdict.INCONCLUSIVE: ("unsure", "?"),
+}
 _VERDICTS: dict[str, Badge] = {
-    "valid": Badge("ok", "✓", "有效", "valid"),
-    "expired": Badge("warn", "!", "已过期", "expired"),
-    "suspended": Badge("bad", "✕", "暂扣", "suspended"),
-    "revoked": Badge("bad", "✕", "已吊销/撤销", "revoked"),
-    "not_found": Badge("none", "?", "未查到", "not found"),
-    "name_mismatch": Badge("bad", "✕", "姓名不符", "name mismatch"),
-    "inconclusive": Badge("unsure", "?", "无法确定", "inconclusive"),
+    v.value: Badge(*_VERDICT_LOOKS[v], zh, en) for v, (zh, en) in VERDICT_LABELS.items()
 }
 _STATUSES: dict[str, Badge] = {
     "valid": Badge("ok", "✓", "有效", "valid"),
@@ -69,25 +83,9 @@ CIRCUIT_LABELS: dict[str, Badge] = {
     "half_open": Badge("warn", "◐", "试探中", "half-open"),
     "open": Badge("bad", "✕", "已熔断", "open"),
 }
-# Certificate fields in the order a card shows them, with their labels.
-CERT_FIELDS: tuple[tuple[str, str], ...] = (
-    ("holder_name", "姓名 Name"),
-    ("gender", "性别 Gender"),
-    ("category", "类别 Category"),
-    ("operation_item", "项目 Item"),
-    ("level", "等级 Level"),
-    ("issuer", "发证机关 Issuer"),
-    ("issued_on", "初领/发证日期 Issued"),
-    ("valid_from", "有效期起 Valid from"),
-    ("valid_until", "有效期至 Valid until"),
-    ("next_review_on", "应复审日期 Review due"),
-    ("status_text", "来源原文状态 Status as stated"),
-)
-FIELD_NAMES: dict[str, str] = dict(CERT_FIELDS) | {
-    "holder_id_number": "身份证号 ID number",
-    "items": "持证项目 Items",
-    "status": "状态 Status",
-}
+# Certificate fields in the order a card shows them, with their labels (from the model).
+CERT_FIELDS: tuple[tuple[str, str], ...] = tuple((name, field_label(name)) for name in DETAIL_FIELDS)
+FIELD_NAMES: dict[str, str] = {name: field_label(name) for name in CERTIFICATE_FIELDS}
 
 
 def _key(value: Any) -> str:
