@@ -91,9 +91,13 @@ async def _serve(settings: Settings, db_url: str, host: str, port: int) -> int:
     from aggregator.web.app import create_app
 
     from aggregator.web.config import WebConfig
+    from aggregator.web.protocol import guarded_protocol
 
-    app = create_app(settings, database_url=db_url, redis_url="", web=WebConfig.from_env().model_copy(update={"freeze_gc": True}))
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on"))
+    web = WebConfig.from_env().model_copy(update={"freeze_gc": True})
+    app = create_app(settings, database_url=db_url, redis_url="", web=web)
+    # http: request-head deadline and per-IP connection cap (aggregator/web/protocol.py)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", http=guarded_protocol(web))
+    server = uvicorn.Server(config)
     console.print(f"\n[bold green]打开 open http://{host}:{port}/[/bold green]  (API: /api/v1/certificates/<number>, docs: /docs; Ctrl-C to stop)")
     await server.serve()
     return 0

@@ -38,7 +38,6 @@ DEFAULT_DEADLINE_S = 6.0
 GENERATION_MEMO_S = 1.0  # how long a department's import generation is trusted before asking the store again
 RUNNER_MARGIN_S = 0.05  # the runner's own deadline comes this much before the gateway's backstop
 LAST_KNOWN_READ_S = 0.5  # longest wait for a failed live source's last answer from the database
-HISTORY_WRITE_S = 5.0  # longest a background write of a live answer may take
 _LIVE_MODES = (Mode.API, Mode.HTML)
 
 
@@ -87,7 +86,6 @@ class Gateway:
         # The last definitive answer of every live source, kept in the records database: it outlives the cache.
         engine = getattr(store, "engine", None)
         self.history: LiveHistory | None = LiveHistory(engine) if engine is not None else None
-        self._history_writes: set[asyncio.Task[None]] = set()
 
     @classmethod
     async def open(
@@ -171,8 +169,8 @@ class Gateway:
 
     async def settle(self) -> None:
         """Wait for the live answers still being written to the history (tests; shutdown)."""
-        while self._history_writes:
-            await asyncio.gather(*list(self._history_writes), return_exceptions=True)
+        if self.history is not None:
+            await self.history.flush()
 
     def _answer_now(self, source: SourceConfig, query: Query, deadline: float) -> SourceResult | None:
         """`_ask`'s result for `source` when getting it needs no waiting: a link-out, or a fresh answer in the
@@ -229,22 +227,12 @@ class Gateway:
             return _unavailable(source, ErrorKind.UPSTREAM_ERROR, f"{type(e).__name__}: {e}", started)
 
     async def _ask_live(self, source: SourceConfig, adapter: Any, query: Query, deadline: float) -> SourceResult:
-        """The runner's answer; a definitive one is also kept in the history (in the background: the lookup
-        does not wait for the write)."""
+        """The runner's answer; a definitive one is also kept in the history (written in the background: the
+        lookup does not wait for it)."""
         result = await self.runner.run(source, adapter, query, deadline=deadline)
-        if self.history is not None and result.outcome in (Outcome.FOUND, Outcome.NOT_FOUND):
-            task = asyncio.create_task(self._keep(source, query, result.model_copy(deep=True)))
-            self._history_writes.add(task)
-            task.add_done_callback(self._history_writes.discard)
+        if self.history is not None:
+            self.history.keep(source.id, query, result)
         return result
-
-    async def _keep(self, source: SourceConfig, query: Query, result: SourceResult) -> None:
-        assert self.history is not None
-        try:
-            async with asyncio.timeout(HISTORY_WRITE_S):
-                await self.history.record(source.id, query, result)
-        except Exception as e:  # noqa: BLE001 - the answer was given; only its history is missing
-            log.warning("could not keep %s's live answer in the history: %s: %s", source.id, type(e).__name__, e)
 
     async def _last_known(
         self, source: SourceConfig, query: Query, failed: SourceResult, wait_s: float
@@ -256,7 +244,7 @@ class Gateway:
             async with asyncio.timeout(wait_s):
                 last = await self.history.last(source.id, query)
         except Exception as e:  # noqa: BLE001 - no history is no worse than before
-            log.warning("could not read %s's last live answer: %s: %s", source.id, type(e).__name__, e)
+            self.history.warn(f"could not read {source.id}'s last live answer: {type(e).__name__}: {e}")
             return failed
         if last is None:
             return failed

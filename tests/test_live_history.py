@@ -24,7 +24,7 @@ from aggregator.records import RecordStore
 from aggregator.records.live import LiveHistory
 from aggregator.records.schema import live_answers
 from aggregator.resilience.health import Recheck, RedisHealth
-from tests.records_support import ID_ZHANG, mem_row, write_csv
+from tests.records_support import ID_WANG, ID_ZHANG, mem_row, write_csv
 from tests.redis_server import RedisServer
 
 TODAY = date(2026, 11, 25)
@@ -144,8 +144,8 @@ async def test_without_any_live_answer_kept_an_unavailable_source_is_still_unava
     assert not a.complete
 
 
-async def test_one_row_per_change_not_per_fetch(valid_upload) -> None:
-    history = LiveHistory(valid_upload.engine)
+async def test_one_row_per_change_not_per_fetch(store) -> None:
+    history = LiveHistory(store.engine)
     query = Query(number=NUMBER)
     assert await history.record("mem_api", query, mem_api_result(CertStatus.VALID))
     history.forget()  # as another process would: no memo, the database decides
@@ -153,7 +153,7 @@ async def test_one_row_per_change_not_per_fetch(valid_upload) -> None:
     assert not await history.record("mem_api", query, mem_api_result(CertStatus.VALID))
     assert await history.record("mem_api", query, mem_api_result(CertStatus.SUSPENDED))
     assert await history.record("mem_api", query, mem_api_result(None))  # not found is an answer too
-    rows = await history_rows(valid_upload)
+    rows = await history_rows(store)
     assert [r.outcome for r in rows] == ["found", "found", "not_found"]
     assert rows[0].last_seen >= rows[0].first_seen
     last = await history.last("mem_api", query)
@@ -162,9 +162,23 @@ async def test_one_row_per_change_not_per_fetch(valid_upload) -> None:
     down = mem_api_result(None).model_copy(update={"outcome": Outcome.UNAVAILABLE, "error_kind": ErrorKind.TIMEOUT})
     assert not await history.record("mem_api", query, down)
     assert not await history.record("mem_api", query, mem_api_result(CertStatus.VALID).model_copy(update={"from_cache": True}))
-    assert len(await history_rows(valid_upload)) == 3
+    assert len(await history_rows(store)) == 3
     # A query is kept as a digest (it may carry a name); the number asked about is in clear.
     assert rows[0].number == NUMBER and NUMBER not in rows[0].query_digest
+
+
+async def test_a_card_found_with_a_name_serves_a_later_lookup_without_one_but_a_not_found_does_not(store) -> None:
+    history = LiveHistory(store.engine)
+    with_name = Query(number=NUMBER, name="张小三")
+    assert await history.record("mem_api", with_name, mem_api_result(CertStatus.SUSPENDED))
+    last = await history.last("mem_api", Query(number=NUMBER))  # the public, no name
+    assert last is not None and last.certificates[0].status == CertStatus.SUSPENDED
+
+    other = "T" + ID_WANG
+    assert await history.record("mem_api", Query(number=other, name="错名"), mem_api_result(None))
+    assert await history.last("mem_api", Query(number=other, name="王五")) is None  # asked with another name
+    assert (await history.last("mem_api", Query(number=other, name="错名"))).outcome == Outcome.NOT_FOUND
+    assert await history.last("samr_api", Query(number=NUMBER)) is None  # another source's history is its own
 
 
 async def test_a_newer_live_not_found_is_said_beside_an_upload_that_holds_the_certificate(settings, valid_upload) -> None:

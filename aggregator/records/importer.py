@@ -7,6 +7,10 @@
 `open_upload` finds the format, the encoding (CSV) and the header row, and maps the header through the
 aliases in `fields`; a file it cannot read raises `UnreadableFile` carrying file-level problems. `chunks`
 then streams: at most one chunk of rows is held at a time. Storing the rows is `store`'s business.
+
+Hostile files are expected (see `limits`): a workbook is read in a child process with its own memory and CPU
+limits (`workbook`, `sheetreader`), CSV in this process; both keep to the same limits on rows, columns and
+cell length, and a chunk ends early when its rows are unusually large, so that memory stays bounded.
 """
 
 from __future__ import annotations
@@ -24,13 +28,15 @@ from typing import IO, Any
 from aggregator.config import ConfigError, DepartmentConfig, default_config_dir
 from aggregator.models import CertKind, Department
 from aggregator.records import fields as F
-from aggregator.records.report import RowProblem, UnreadableFile
+from aggregator.records.limits import ImportLimits
+from aggregator.records.report import RowProblem, UnreadableFile, excerpt
 from aggregator.records.validate import DATE_COLUMNS, RECORD_COLUMNS, Problem, RowValidator
 
 __all__ = ["DATE_COLUMNS", "RECORD_COLUMNS", "Chunk", "Upload", "load_departments", "open_upload"]
 
 SAMPLE_BYTES = 64 * 1024  # the prefix on which a CSV's encoding is detected
 HEADER_SEARCH_ROWS = 10  # a header may sit below a title row or two
+CHUNK_VOLUME = 32 * 1024 * 1024  # a chunk ends early once its rows took this much of the source (~200x normal)
 
 _DEFAULT_KINDS: dict[Department, CertKind] = {
     Department.MEM: CertKind.MEM_SPECIAL_OPERATION,
@@ -118,6 +124,9 @@ class TableSource(ABC):
     encoding: str | None = None
     bytes_total: int = 0
     warnings: list[str]
+    # How much table data has been read so far (CSV: characters; workbooks: bytes from the reader process):
+    # what the rows read cost in memory, roughly, so that a chunk of unusually large rows can end early.
+    volume: int = 0
 
     @abstractmethod
     def rows(self) -> Iterator[tuple[int, list[Any]]]:
@@ -127,8 +136,19 @@ class TableSource(ABC):
     def bytes_done(self) -> int:
         """How many bytes of the file have been read so far (for progress)."""
 
+    def long_cells(self, lines: list[int], rows: list[list[Any]]) -> dict[int, list[tuple[int, int]]]:
+        """The rows of a chunk holding a cell longer than `max_cell_chars`: position -> [(column, length)]."""
+        return {}
+
     def close(self) -> None:
         """Release the file."""
+
+
+def _too_wide(line: int, used: int, most: int) -> UnreadableFile:
+    return _file_problem(
+        f"第 {line} 行有 {used:,} 列，超过上限 {most:,} 列 (line {line} has {used:,} columns, more than the limit of {most:,})",
+        line=line,
+    )
 
 
 class CsvSource(TableSource):
@@ -137,11 +157,19 @@ class CsvSource(TableSource):
     Bytes later in the file that the chosen encoding cannot decode are kept as lone surrogates
     (surrogateescape), so that the validator reports them on their row instead of the reader crashing or
     inventing characters.
+
+    Limits (`ImportLimits`): a physical line longer than `max_columns` cells of `max_cell_chars` and a row of
+    more than `max_columns` non-empty cells stop the reading (file-level problems), before either can fill
+    memory; a field longer than the csv module's limit (128 KiB) does too. Overlong cells are looked for
+    (`long_cells`) in the chunks that read a physical line longer than `max_cell_chars`: a longer cell spread
+    over many short lines of a quoted field is only bounded by the csv module's limit.
     """
 
     format = "csv"
 
-    def __init__(self, path: Path, encodings: list[str]) -> None:
+    def __init__(self, path: Path, encodings: list[str], limits: ImportLimits | None = None) -> None:
+        self.limits = limits or ImportLimits()
+        self._long_line = False  # a physical line longer than max_cell_chars was read since the last long_cells
         self.warnings = []
         self.bytes_total = path.stat().st_size
         self._raw: IO[bytes] = path.open("rb")
@@ -162,8 +190,25 @@ class CsvSource(TableSource):
         self._text.seek(0)
         self._delimiter = _delimiter(first_line)
 
+    def _lines(self) -> Iterator[str]:
+        """The text's physical lines, counted into `volume`; one too long for any row stops the reading."""
+        longest = self.limits.max_columns * (self.limits.max_cell_chars + 3)
+        long_line = self.limits.max_cell_chars
+        for text in self._text:
+            n = len(text)
+            self.volume += n
+            if n > long_line:
+                if n > longest:
+                    raise _file_problem(
+                        f"文件中有一行长达 {n:,} 字，超过任何数据行的上限 {longest:,} 字 "
+                        f"(a line of the file is {n:,} characters long, more than any row may be: {longest:,})"
+                    )
+                self._long_line = True
+            yield text
+
     def rows(self) -> Iterator[tuple[int, list[Any]]]:
-        reader = csv.reader(self._text, delimiter=self._delimiter)
+        reader = csv.reader(self._lines(), delimiter=self._delimiter)
+        most = self.limits.max_columns
         line = 1
         while True:
             try:
@@ -171,11 +216,36 @@ class CsvSource(TableSource):
             except StopIteration:
                 return
             except csv.Error as e:
+                if "field larger than field limit" in str(e):
+                    size = csv.field_size_limit()
+                    raise _file_problem(
+                        f"CSV 格式错误：从第 {line} 行起有一个字段超过 {size:,} 字（引号未闭合？），其后无法读取 "
+                        f"(malformed CSV: a field from line {line} on is longer than {size:,} characters, an unclosed "
+                        "quote?; the rest of the file cannot be read)",
+                        line=line,
+                    ) from None
                 raise _file_problem(
                     f"CSV 格式错误，从第 {line} 行起无法读取：{e} (malformed CSV from line {line} on: {e})", line=line
                 ) from None
+            except UnreadableFile as e:  # from _lines: name the row it was in
+                raise UnreadableFile([p.model_copy(update={"line": line}) for p in e.problems]) from None
+            if len(cells) > most and cells[most:].count("") != len(cells) - most:
+                raise _too_wide(line, max(i for i, c in enumerate(cells) if c) + 1, most)
             yield line, cells
             line = reader.line_num + 1
+
+    def long_cells(self, lines: list[int], rows: list[list[Any]]) -> dict[int, list[tuple[int, int]]]:
+        if not self._long_line:
+            return {}
+        self._long_line = False
+        most = self.limits.max_cell_chars
+        out: dict[int, list[tuple[int, int]]] = {}
+        for k, cells in enumerate(rows):
+            if sum(map(len, cells)) > most:
+                found = [(i, len(c)) for i, c in enumerate(cells) if len(c) > most]
+                if found:
+                    out[k] = found
+        return out
 
     def bytes_done(self) -> int:
         return self._raw.tell()
@@ -185,48 +255,54 @@ class CsvSource(TableSource):
 
 
 class WorkbookSource(TableSource):
-    """The first visible worksheet of an XLSX/XLS/XLSB/ODS workbook, read by python-calamine.
-
-    Calamine loads the sheet into compact native memory; rows become Python lists one at a time. Cells keep
-    their types (text, float, date) so that the validator can refuse an ID number stored as a number.
+    """The first visible worksheet of an XLSX/XLSM/XLS/XLSB/ODS workbook, read by python-calamine in a child
+    process (`workbook.SheetReader`, `sheetreader`) that limits its own memory and CPU time and checks the
+    zip and the sheet's extent first; its rows arrive lazily over a pipe. Cells keep their types (text,
+    float, date) so that the validator can refuse an ID number stored as a number. Whatever the child
+    refuses or dies of is `UnreadableFile`, raised here (the sheet could not be loaded) or from `rows`.
     """
 
-    def __init__(self, path: Path, file_format: str) -> None:
-        from python_calamine import CalamineWorkbook
+    def __init__(self, path: Path, file_format: str, limits: ImportLimits | None = None) -> None:
+        from aggregator.records.workbook import SheetReader
 
         self.format = file_format
-        self.warnings = []
         self.bytes_total = path.stat().st_size
+        self._reader = SheetReader(path, file_format, limits or ImportLimits())
         try:
-            self._book = CalamineWorkbook.from_path(str(path))
-            visible = [m.name for m in self._book.sheets_metadata if str(m.visible).endswith("Visible")]
-            names = visible or self._book.sheet_names
-            if not names:
-                raise _file_problem("工作簿中没有工作表 (the workbook has no sheets)")
-            self._sheet = self._book.get_sheet_by_name(names[0])
-            if len(names) > 1:
-                self.warnings.append(
-                    f"只读取了第一个工作表 {names[0]!r}，其余工作表被忽略：{', '.join(names[1:])} "
-                    f"(only the first sheet {names[0]!r} was read; ignored: {', '.join(names[1:])})"
-                )
-        except UnreadableFile:
+            meta = self._reader.start()
+        except BaseException:
+            self._reader.close()
             raise
-        except Exception as e:  # noqa: BLE001 - calamine raises several unrelated types for a bad file
-            raise _file_problem(f"无法读取工作簿：{e} (cannot read the workbook: {e})") from None
-        self._rows_total = max(1, self._sheet.height)
+        self.warnings = [str(w) for w in meta.get("warnings") or []]
+        self._rows_total = max(1, int(meta.get("height") or 0))
         self._done = 0
+        self._long: dict[int, list[tuple[int, int]]] = {}  # line -> [(column, length)] of overlong cells
 
     def rows(self) -> Iterator[tuple[int, list[Any]]]:
-        # iter_rows starts at the sheet's first row (leading empty rows included), so the index is the line
-        for index, cells in enumerate(self._sheet.iter_rows()):
-            self._done = index
-            yield index + 1, cells
+        reader = self._reader
+        for first, rows, long in reader.batches():
+            self.volume = reader.bytes_read
+            for line, column, length in long:  # cells the reader cut to their first characters
+                cells = rows[line - first]
+                cells[column] = excerpt(cells[column], total=length)
+                self._long.setdefault(line, []).append((column, length))
+            for offset, cells in enumerate(rows):
+                self._done = first + offset
+                yield first + offset, cells
+
+    def long_cells(self, lines: list[int], rows: list[list[Any]]) -> dict[int, list[tuple[int, int]]]:
+        if not self._long:
+            return {}
+        return {k: self._long.pop(line) for k, line in enumerate(lines) if line in self._long}
 
     def bytes_done(self) -> int:
         return min(self.bytes_total, self.bytes_total * self._done // self._rows_total)
 
+    def close(self) -> None:
+        self._reader.close()
 
-def open_table(path: Path, encodings: list[str]) -> TableSource:
+
+def open_table(path: Path, encodings: list[str], limits: ImportLimits | None = None) -> TableSource:
     """A reader for the file, chosen by its content (zip or OLE signature) and then its extension."""
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
@@ -234,16 +310,17 @@ def open_table(path: Path, encodings: list[str]) -> TableSource:
         magic = f.read(8)
     suffix = path.suffix.lower()
     if magic.startswith(b"PK\x03\x04"):
-        return WorkbookSource(path, suffix.lstrip(".") if suffix in (".xlsx", ".xlsm", ".xlsb", ".ods") else "xlsx")
+        file_format = suffix.lstrip(".") if suffix in (".xlsx", ".xlsm", ".xlsb", ".ods") else "xlsx"
+        return WorkbookSource(path, file_format, limits)
     if magic.startswith(b"\xd0\xcf\x11\xe0"):
-        return WorkbookSource(path, "xls")
+        return WorkbookSource(path, "xls", limits)
     if suffix in (".xlsx", ".xlsm", ".xlsb", ".xls", ".ods"):
         raise _file_problem(f"文件扩展名为 {suffix} 但内容不是工作簿 (the file is named {suffix} but is not a workbook)")
     if suffix not in (".csv", ".txt", ".tsv", ""):
         raise _file_problem(
             f"不支持的文件类型 {suffix}（请上传 CSV、XLSX 或 XLS） (unsupported file type {suffix}; use CSV, XLSX or XLS)"
         )
-    return CsvSource(path, encodings)
+    return CsvSource(path, encodings, limits)
 
 
 @dataclass
@@ -273,6 +350,7 @@ class Upload:
     pending: list[tuple[int, list[Any]]]  # rows read while looking for the header
     rows_iter: Iterator[tuple[int, list[Any]]]
     warnings: list[str] = field(default_factory=list)
+    limits: ImportLimits = field(default_factory=ImportLimits)
 
     @property
     def file_format(self) -> str:
@@ -283,26 +361,65 @@ class Upload:
         return self.source.encoding
 
     def chunks(self, size: int = 5000) -> Iterator[Chunk]:
-        """Validated rows, `size` at a time. A malformed CSV raises `UnreadableFile` at the row it breaks."""
+        """Validated rows, `size` at a time (fewer when the rows are unusually large). A malformed CSV, or a
+        file with more than `max_rows` data rows, raises `UnreadableFile` at the row it breaks."""
         nonblank = any if self.source.format == "csv" else _nonblank  # blank rows are not data
+        source = self.source
         lines: list[int] = []
         rows: list[list[Any]] = []
+        room = self.limits.max_rows
+        budget = source.volume + CHUNK_VOLUME
         for line, cells in itertools.chain(self.pending, self.rows_iter):
             if nonblank(cells):
                 lines.append(line)
                 rows.append(cells)
-                if len(rows) >= size:
-                    yield self._chunk(lines, rows, self.source.bytes_done())
+                if len(rows) >= size or source.volume > budget:
+                    if len(rows) > room:
+                        raise self._too_many_rows(lines[room])
+                    room -= len(rows)
+                    yield self._chunk(lines, rows, source.bytes_done())
                     lines, rows = [], []
+                    budget = source.volume + CHUNK_VOLUME
         self.pending = []
-        yield self._chunk(lines, rows, self.source.bytes_total)
+        if len(rows) > room:
+            raise self._too_many_rows(lines[room])
+        yield self._chunk(lines, rows, source.bytes_total)
+
+    def _too_many_rows(self, line: int) -> UnreadableFile:
+        most = self.limits.max_rows
+        return _file_problem(
+            f"数据行超过上限 {most:,} 行，第 {line} 行起未读取 (more than {most:,} data rows; nothing from line {line} on was read)",
+            line=line,
+        )
 
     def _chunk(self, lines: list[int], rows: list[list[Any]], bytes_done: int) -> Chunk:
-        records, problems, rejected = self.validator.validate_rows(lines, rows)
+        long = self.source.long_cells(lines, rows)
+        if not long:
+            records, problems, rejected = self.validator.validate_rows(lines, rows)
+            return Chunk(
+                records=records,
+                problems=problems,
+                rejected=[(lines[k], rows[k]) for k in rejected],
+                rows=len(rows),
+                bytes_done=bytes_done,
+            )
+        # Rows with an overlong cell are rejected for it alone; the others are validated as usual.
+        keep = [k for k in range(len(rows)) if k not in long]
+        records, problems, rejected = self.validator.validate_rows([lines[k] for k in keep], [rows[k] for k in keep])
+        most = self.limits.max_cell_chars
+        for k, cells in sorted(long.items()):
+            for column, length in cells:
+                reason = (
+                    f"单元格内容过长（{length:,} 字，上限 {most:,} 字） "
+                    f"(the cell holds {length:,} characters, more than the limit of {most:,})"
+                )
+                value = excerpt(str(rows[k][column]), total=length)
+                problems.append((lines[k], self.validator.column_name(column), value, reason))
+        bad = sorted([keep[k] for k in rejected] + list(long))
         return Chunk(
             records=records,
             problems=problems,
-            rejected=[(lines[k], rows[k]) for k in rejected],
+            rejected=[(lines[k], rows[k]) for k in bad],
             rows=len(rows),
             bytes_done=bytes_done,
         )
@@ -333,13 +450,16 @@ def _header_score(cells: list[Any], aliases: dict[str, str]) -> int:
     return sum(1 for name in F.REQUIRED if name in found) * 100 + len(found - {None})
 
 
-def open_upload(path: Path | str, department: DepartmentConfig) -> Upload:
+def open_upload(path: Path | str, department: DepartmentConfig, limits: ImportLimits | None = None) -> Upload:
     """Open a file and find its header: the first of its first rows that names the required columns (a
     title row above the header is skipped), or else the first non-empty row, whose problems are reported.
+    `limits` default to `ImportLimits.from_env()` (CERTQ_IMPORT_* variables).
 
-    Raises `UnreadableFile` (file-level problems: type, encoding, header) or `FileNotFoundError`."""
+    Raises `UnreadableFile` (file-level problems: type, encoding, header, a workbook that cannot be read
+    safely) or `FileNotFoundError`."""
     path = Path(path)
-    source = open_table(path, list(department.encodings))
+    limits = limits or ImportLimits.from_env()
+    source = open_table(path, list(department.encodings), limits)
     try:
         aliases = F.alias_table(department.column_aliases)
         rows_iter = source.rows()
@@ -380,6 +500,7 @@ def open_upload(path: Path | str, department: DepartmentConfig) -> Upload:
             pending=pending[best + 1 :],
             rows_iter=rows_iter,
             warnings=warnings,
+            limits=limits,
         )
     except BaseException:
         source.close()

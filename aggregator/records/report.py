@@ -10,8 +10,9 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from aggregator.models import Department
 
@@ -19,6 +20,34 @@ QUARTER = re.compile(r"^(\d{4})Q([1-4])$")
 
 #: At most this many problems and rejected rows are kept in a report; the counts are always exact.
 MAX_KEPT_PROBLEMS = 10_000
+#: What a report keeps of the text a file brought in (one place: the models below apply it however they are
+#: made, so that a huge cell is never held, stored or returned, once or twice). A value longer than
+#: MAX_VALUE_CHARS keeps its first EXCERPT_CHARS and its length; a reason (which may quote the value) at most
+#: MAX_REASON_CHARS; a column name MAX_LABEL_CHARS; a rejected row MAX_ROW_CHARS in all, then a note of the
+#: cells left out; at most MAX_WARNINGS warnings. So a report holds at most ~35 million characters, whatever
+#: the file (10,000 problems x ~1,400 + 10,000 rejected rows x ~2,100), and a few hundred KB in practice.
+EXCERPT_CHARS = 200
+MAX_VALUE_CHARS = 300
+MAX_REASON_CHARS = 1000
+MAX_LABEL_CHARS = 100
+MAX_ROW_CHARS = 2000
+MAX_WARNINGS = 100
+MORE_CELLS = "…"  # the key under which a rejected row notes the cells it left out
+_EXCERPT_MARK = re.compile(r"…\(共 [\d,]+ 字 / [\d,]+ characters\)$")
+
+
+def excerpt(text: str, *, total: int | None = None, keep: int = EXCERPT_CHARS, most: int = MAX_VALUE_CHARS) -> str:
+    """`text` itself when it has at most `most` characters, else its first `keep` characters and its length:
+    "abc…(共 123,456 字 / 123,456 characters)". `total` is the length of the whole when `text` is only its
+    beginning. An excerpt is returned as it is (applying this twice changes nothing)."""
+    length = len(text) if total is None else total
+    if len(text) <= most and (length <= most or _EXCERPT_MARK.search(text)):
+        return text
+    return f"{text[:keep]}…(共 {length:,} 字 / {length:,} characters)"
+
+
+def _label(text: str) -> str:
+    return text if len(text) <= MAX_LABEL_CHARS else text[: MAX_LABEL_CHARS - 20] + "…"
 
 
 class BatchStatus(StrEnum):
@@ -32,15 +61,57 @@ class RowProblem(BaseModel):
 
     line: int  # line in the file, the header being line 1 (spreadsheets: the row number)
     column: str | None = None  # the header as written in the file
-    value: str | None = None
+    value: str | None = None  # as in the file, or an excerpt of a long one (see `excerpt`)
     reason: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bounded(cls, data: Any) -> Any:
+        """A long value is kept as an excerpt, in the reason too when the reason quotes it."""
+        if not isinstance(data, dict):
+            return data
+        value, reason, column = data.get("value"), data.get("reason"), data.get("column")
+        changed: dict[str, Any] = {}
+        if isinstance(value, str) and len(value) > MAX_VALUE_CHARS:
+            changed["value"] = excerpt(value)
+            if isinstance(reason, str) and value in reason:
+                reason = changed["reason"] = reason.replace(value, changed["value"])
+        if isinstance(reason, str) and len(reason) > MAX_REASON_CHARS:
+            changed["reason"] = excerpt(reason, keep=MAX_REASON_CHARS - 100, most=MAX_REASON_CHARS)
+        if isinstance(column, str) and len(column) > MAX_LABEL_CHARS:
+            changed["column"] = _label(column)
+        return {**data, **changed} if changed else data
 
 
 class RejectedRow(BaseModel):
     """A row that was not imported, kept as uploaded so that nothing a department sent is lost."""
 
     line: int
-    cells: dict[str, str]  # header as written -> cell text
+    cells: dict[str, str]  # header as written -> cell text (long ones as excerpts; at most MAX_ROW_CHARS in all)
+
+    @field_validator("cells")
+    @classmethod
+    def _bounded(cls, cells: dict[str, str]) -> dict[str, str]:
+        if sum(map(len, cells.values())) + sum(map(len, cells)) <= MAX_ROW_CHARS and all(
+            len(v) <= MAX_VALUE_CHARS for v in cells.values()
+        ):
+            return cells
+        out: dict[str, str] = {}
+        used = 0
+        for i, (key, text) in enumerate(cells.items()):
+            if key == MORE_CELLS:  # the note of an already bounded row
+                out[key] = text
+                continue
+            label, short = _label(key), excerpt(text)
+            if label in out:
+                label = f"{label}#{i + 1}"
+            used += len(label) + len(short)
+            if used > MAX_ROW_CHARS and out:
+                left = len(cells) - i
+                out[MORE_CELLS] = f"另有 {left} 列未保留 ({left} more cells not kept)"
+                break
+            out[label] = short
+        return out
 
 
 class BatchSummary(BaseModel):
@@ -76,6 +147,18 @@ class BatchReport(BatchSummary):
     warnings: list[str] = Field(default_factory=list)
     superseded: int = 0
     outdated: int = 0
+
+    @field_validator("warnings")
+    @classmethod
+    def _bounded(cls, warnings: list[str]) -> list[str]:
+        if len(warnings) <= MAX_WARNINGS and all(len(w) <= MAX_REASON_CHARS for w in warnings):
+            return warnings
+        room = MAX_WARNINGS if len(warnings) <= MAX_WARNINGS else MAX_WARNINGS - 1
+        kept = [excerpt(w, keep=MAX_REASON_CHARS - 100, most=MAX_REASON_CHARS) for w in warnings[:room]]
+        if len(warnings) > room:
+            left = len(warnings) - room
+            kept.append(f"另有 {left} 条警告未保留 ({left} more warnings not kept)")
+        return kept
 
     @property
     def imported(self) -> bool:

@@ -1,7 +1,8 @@
 """The JSON API, version 1: lookups, batch verification, sources, the recognition catalogue, the audit log.
 
     GET  /api/v1/certificates/{number}?name=&id_number=    anyone; the answer as the caller's role may see it
-    POST /api/v1/verifications                             employer, regulator, admin; JSON or CSV in and out
+    POST /api/v1/verifications                             employer, regulator, admin; JSON or CSV in and out;
+                                                           N pairs cost N of the key's per-minute rate limit
     GET  /api/v1/sources                                   anyone; health of every source
     GET  /api/v1/recognition                               anyone; the mutual-recognition catalogue
     GET  /api/v1/audit?limit=&key_id=                      regulator, admin
@@ -91,7 +92,11 @@ async def post_verifications(request: Request) -> Response:
     wants_csv = _wants_csv(request)
     pairs, body_purpose = await _read_pairs(request)
     rows = await services(request).verify_for(
-        principal, pairs, purpose=stated_purpose(request, body_purpose), client_ip=client_address(request)
+        principal,
+        pairs,
+        purpose=stated_purpose(request, body_purpose),
+        client_ip=client_address(request),
+        rate_state=request.scope.setdefault("state", {}),
     )
     if wants_csv:
         return Response(

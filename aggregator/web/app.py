@@ -32,7 +32,8 @@ from aggregator.web.audit import AuditLog
 from aggregator.web.config import WebConfig
 from aggregator.web.keys import KeyStore
 from aggregator.web.metrics import Metrics
-from aggregator.web.middleware import Gate, ProblemGuard, RequestMetrics
+from aggregator.web.middleware import Gate, ProblemGuard, RateLimitHeaders, RequestMetrics
+from aggregator.web.namebudget import create_name_budget
 from aggregator.web.openapi import openapi_routes
 from aggregator.web.ops import ops_routes
 from aggregator.web.problems import MethodNotAllowed, RouteNotFound, WebError, problem_response
@@ -89,7 +90,9 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         from aggregator.gateway import Gateway
+        from aggregator.web.multipart import remove_stale_uploads
 
+        remove_stale_uploads(web.upload_dir)  # temporary uploads of a process that died mid-import
         owned = gateway is None
         gw = gateway
         if gw is None:
@@ -105,6 +108,12 @@ def create_app(
                 limiter=create_limiter(gw.cache.client),
                 metrics=metrics,
                 config=web,
+                names=create_name_budget(
+                    engine,
+                    gw.cache.client,
+                    per_certificate=web.names_per_certificate,
+                    salt=web.name_salt.get_secret_value() if web.name_salt else None,
+                ),
             )
             if web.freeze_gc:
                 gc.collect()
@@ -118,6 +127,7 @@ def create_app(
         routes=_routes(),
         middleware=[
             Middleware(RequestMetrics, metrics=metrics),
+            Middleware(RateLimitHeaders),
             Middleware(ProblemGuard),
             Middleware(Gate, config=web, services=lambda: app.state.services),
         ],

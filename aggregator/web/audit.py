@@ -2,7 +2,10 @@
 
 Every lookup made with a key (single or batch) is written here before its answer is returned; if the
 entry cannot be written the answer is not shown (`AuditUnavailable`, 503): access to personal data is
-never unlogged. The holder's name is never logged, only whether one was given.
+never unlogged. The holder's name is never logged, only whether one was given and what became of it
+(`name_check`: match, mismatch, unknown, not_checked when the daily name-check budget was spent). Public
+lookups are logged only when their name was not checked for the budget (key id "-", role public), so that
+regulators see who keeps guessing names.
 
     log = AuditLog(engine)
     await log.write([AuditEntry.now(principal, action="lookup", number="T110...", verdict="valid", ...)])
@@ -29,11 +32,12 @@ log = logging.getLogger(__name__)
 
 MAX_PURPOSE = 500
 MAX_READ = 1000
+ANONYMOUS_KEY_ID = "-"  # audit_log.key_id of a public (keyless) caller's entry
 
 
 @dataclass(frozen=True)
 class AuditEntry:
-    """One lookup by a key. `id` is set once stored."""
+    """One lookup by a key (or a public lookup whose name was refused). `id` is set once stored."""
 
     at: datetime
     key_id: str
@@ -45,6 +49,7 @@ class AuditEntry:
     verdict: str | None
     purpose: str | None = None
     client_ip: str | None = None
+    name_check: str | None = None  # match | mismatch | unknown | not_checked; None: no name given
     id: int | None = field(default=None, compare=False)
 
     @classmethod
@@ -59,11 +64,11 @@ class AuditEntry:
         verdict: str | None,
         purpose: str | None,
         client_ip: str | None,
+        name_check: str | None = None,
     ) -> AuditEntry:
-        assert principal.key_id is not None, "only lookups by a key are audited"
         return cls(
             at=datetime.now(UTC),
-            key_id=principal.key_id,
+            key_id=principal.key_id or ANONYMOUS_KEY_ID,
             role=principal.role.value,
             action=action,
             number=number[:64],
@@ -72,6 +77,7 @@ class AuditEntry:
             verdict=verdict,
             purpose=(purpose or None) and purpose[:MAX_PURPOSE],
             client_ip=client_ip,
+            name_check=name_check,
         )
 
     def as_dict(self) -> dict[str, Any]:

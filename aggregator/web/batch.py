@@ -7,6 +7,10 @@
 Every pair is answered, whatever happens to the others: a number that cannot be valid is reported on its
 row before any source is asked, and a lookup that fails reports its error on its row. At most
 `concurrency` lookups of one batch run at once.
+
+Names are a limited resource (`namebudget.py`): `admit` decides, for the valid rows with a name, which names
+are checked; a row whose name is not is looked up without it, and says so (`name_check: not_checked`,
+`name_matches` empty, the reason at the end of `verdict_reason`).
 """
 
 from __future__ import annotations
@@ -16,16 +20,17 @@ import csv
 import io
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aggregator.errors import describe
-from aggregator.models import Answer
+from aggregator.models import Answer, NameCheck
 from aggregator.numbers import NumberError, parse_number
 from aggregator.web.masking import mask_answer, overall_name_match
+from aggregator.web.namebudget import checked, not_checked
 from aggregator.web.problems import BadRequest, Unprocessable
 from aggregator.web.roles import Role
 
@@ -46,7 +51,10 @@ CSV_COLUMNS = (
     "valid_until",
     "complete",
     "error",
+    "name_check",
 )
+# For each (normalised number, name): None when the name may be checked, else why it is not.
+Admit = Callable[[Sequence[tuple[str, str]]], Awaitable[Sequence[str | None]]]
 
 
 class PairIn(BaseModel):
@@ -84,6 +92,8 @@ class RowResult:
     error: dict[str, Any] | None = None  # problem members when the row could not be answered
     looked_up: bool = False  # a lookup ran (so it is audited)
     number_norm: str | None = None
+    name_check: NameCheck | None = None  # what became of the name (None: no name, or not looked up)
+    refused: str | None = None  # why the name was not checked
 
     @property
     def name_matches(self) -> bool | None:
@@ -96,6 +106,7 @@ class RowResult:
             "name_given": bool(self.pair.name),
             "verdict": self.answer.verdict.value if self.answer else None,
             "name_matches": self.name_matches,
+            "name_check": self.name_check.value if self.name_check else None,
             "answer": self.view,
             "error": self.error,
         }
@@ -193,8 +204,10 @@ async def verify_all(
     *,
     concurrency: int,
     deadline_s: float | None,
+    admit: Admit | None = None,
 ) -> list[RowResult]:
-    """Look every pair up (valid numbers only, at most `concurrency` at once), one result per pair."""
+    """Look every pair up (valid numbers only, at most `concurrency` at once), one result per pair. `admit`
+    (default: every name) decides which names are checked, before anything is looked up."""
     results = [RowResult(p) for p in pairs]
     todo: list[RowResult] = []
     for r in results:
@@ -207,18 +220,31 @@ async def verify_all(
             continue
         todo.append(r)
 
+    named = [r for r in todo if r.pair.name and r.pair.name.strip()]
+    if named and admit is not None:
+        refusals = await admit([(r.number_norm or r.pair.number, r.pair.name or "") for r in named])
+        for r, refused in zip(named, refusals, strict=True):
+            r.refused = refused
+
     gate = asyncio.Semaphore(concurrency)
 
     async def one(r: RowResult) -> None:
+        name = r.pair.name if r.pair.name and r.pair.name.strip() else None
         async with gate:
             try:
                 r.answer = await gateway.lookup(
-                    r.pair.number, name=r.pair.name, id_number=r.pair.id_number, deadline_s=deadline_s
+                    r.pair.number,
+                    name=name if r.refused is None else None,
+                    id_number=r.pair.id_number,
+                    deadline_s=deadline_s,
                 )
             except Exception as e:  # noqa: BLE001 - one failing pair never fails the batch
                 r.error = _problem_members(e)
                 return
             r.looked_up = True
+            if name is not None:
+                r.answer = checked(r.answer) if r.refused is None else not_checked(r.answer, r.refused)
+                r.name_check = r.answer.query.name_check
             typed = {t for t in (r.pair.number, r.pair.id_number) if t}
             r.view = mask_answer(r.answer, role, typed)
 
@@ -256,6 +282,7 @@ def row_cells(r: RowResult) -> list[Any]:
         ";".join(str(c.get("valid_until") or "") for c in certs),
         _yes_no(r.answer.complete) if r.answer else "",
         (r.error or {}).get("detail", ""),
+        r.name_check.value if r.name_check else "",
     ]
 
 

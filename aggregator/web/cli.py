@@ -95,6 +95,7 @@ def serve_command(
     from aggregator.config import ConfigError, Settings
     from aggregator.web.app import create_app
     from aggregator.web.config import WebConfig
+    from aggregator.web.protocol import guarded_protocol
 
     # Workers read everything from the environment, so put the options there (this process's children only).
     for var, value in (
@@ -118,10 +119,13 @@ def serve_command(
     # proxy_headers=False: uvicorn would otherwise believe X-Forwarded-For from loopback peers; the app
     # decides which proxies to trust (WebConfig.trusted_proxies).
     common: dict[str, Any] = {"host": host, "port": port, "log_level": log_level, "proxy_headers": False}
+    # http: uvicorn's protocol with a deadline for each request head and a cap on connections per IP
+    # (aggregator/web/protocol.py). Workers get the class by name and read its limits from CERTQ_WEB_*.
     if workers > 1:
-        uvicorn.run("aggregator.web.app:create_app", factory=True, workers=workers, **common)
+        uvicorn.run("aggregator.web.app:create_app", factory=True, workers=workers, http=guarded_protocol(), **common)
     else:
-        uvicorn.run(create_app(settings, database_url=database_url, redis_url=redis_url, web=web), **common)
+        app = create_app(settings, database_url=database_url, redis_url=redis_url, web=web)
+        uvicorn.run(app, http=guarded_protocol(web), **common)
 
 
 # --- keys --------------------------------------------------------------------------------------------
@@ -202,7 +206,9 @@ def audit_command(limit: int, key_id: str | None, as_json: bool, database_url: s
         for e in entries:
             click.echo(json.dumps(e.as_dict(), ensure_ascii=False))
         return
-    table = Table("time (UTC)", "key", "role", "action", "number", "name?", "verdict", "purpose", "client")
+    table = Table(
+        "time (UTC)", "key", "role", "action", "number", "name?", "name check", "verdict", "purpose", "client"
+    )
     for e in entries:
         table.add_row(
             e.at.strftime("%Y-%m-%d %H:%M:%S"),
@@ -211,6 +217,7 @@ def audit_command(limit: int, key_id: str | None, as_json: bool, database_url: s
             e.action,
             e.number,
             "yes" if e.name_given else "no",
+            e.name_check or "",
             e.verdict or "",
             e.purpose or "",
             e.client_ip or "",

@@ -6,7 +6,8 @@
 
 Environment (for `certq serve` and worker processes): CERTQ_WEB_TRUSTED_PROXIES (comma-separated CIDRs),
 CERTQ_WEB_IP_PER_MINUTE, CERTQ_WEB_KEY_PER_MINUTE, CERTQ_WEB_BODY_LIMIT, CERTQ_WEB_UPLOAD_LIMIT,
-CERTQ_WEB_DEADLINE_S, CERTQ_WEB_UPLOAD_DIR, CERTQ_WEB_FREEZE_GC.
+CERTQ_WEB_DEADLINE_S, CERTQ_WEB_UPLOAD_DIR, CERTQ_WEB_FREEZE_GC, CERTQ_WEB_HEADER_TIMEOUT,
+CERTQ_WEB_MAX_CONNECTIONS_PER_IP, CERTQ_WEB_NAMES_PER_CERTIFICATE, CERTQ_WEB_NAME_SALT.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import ipaddress
 import os
 from functools import cached_property
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 MB = 1024 * 1024
 
@@ -34,11 +35,23 @@ class WebConfig(BaseModel):
     batch_max: int = Field(1000, ge=1, le=10_000)  # pairs in one verification request
     batch_concurrency: int = Field(20, ge=1, le=200)  # lookups of one verification request at once
     key_cache_s: float = Field(2.0, ge=0)  # how long an authenticated key is trusted before asking the database
+    # Distinct holder names one caller (a key; the public: a client IP) may have checked against one
+    # certificate number per UTC day; further names are not checked (see namebudget.py). 0 switches it off.
+    names_per_certificate: int = Field(5, ge=0)
+    # The HMAC key of the stored name digests, the same on every instance. Unset: a random key is made once
+    # and kept in the database every instance shares (see namebudget.py).
+    name_salt: SecretStr | None = None
     upload_dir: str | None = None  # where uploads are streamed to (default: the system temp directory)
     # After start-up, move what start-up made into the garbage collector's permanent generation (gc.freeze),
     # so that full collections under load skip it: shorter pauses, a shorter latency tail. For server
     # processes (`certq serve`, `certq demo` set it); off by default, as it is process-wide.
     freeze_gc: bool = False
+    # Slow clients (enforced by the server's HTTP protocol, aggregator/web/protocol.py, not by the app): the
+    # seconds a connection has to deliver a whole request head (0 = off), and the concurrent connections one
+    # socket peer IP may hold open on one server process (0 = off; peers in trusted_proxies are not capped:
+    # a proxy's connections carry many clients, so cap on the proxy).
+    header_timeout: float = Field(10.0, ge=0, le=600)
+    max_connections_per_ip: int = Field(64, ge=0)
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -68,6 +81,10 @@ class WebConfig(BaseModel):
             ("CERTQ_WEB_DEADLINE_S", "deadline_s"),
             ("CERTQ_WEB_UPLOAD_DIR", "upload_dir"),
             ("CERTQ_WEB_FREEZE_GC", "freeze_gc"),
+            ("CERTQ_WEB_NAMES_PER_CERTIFICATE", "names_per_certificate"),
+            ("CERTQ_WEB_NAME_SALT", "name_salt"),
+            ("CERTQ_WEB_HEADER_TIMEOUT", "header_timeout"),
+            ("CERTQ_WEB_MAX_CONNECTIONS_PER_IP", "max_connections_per_ip"),
         ):
             if env.get(name):
                 values[key] = env[name]

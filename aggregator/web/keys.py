@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aggregator.errors import register
 from aggregator.models import Department
-from aggregator.web.problems import InvalidKey
+from aggregator.web.problems import InvalidKey, has_control_characters
 from aggregator.web.roles import Principal, Role
 from aggregator.web.tables import api_keys, write_transaction
 
@@ -133,6 +133,8 @@ class KeyStore:
         label = label.strip()
         if not label or len(label) > MAX_LABEL:
             raise KeySpecError(f"标签不能为空且不超过 {MAX_LABEL} 字", f"label must be 1-{MAX_LABEL} characters")
+        if has_control_characters(label):  # shown in lists, tables and upload reports: one line, no NUL
+            raise KeySpecError("标签不能含有控制字符（含换行、制表符）", "the label contains control characters (line breaks, tabs ...)")
         dept = Department(department) if department else None
         if role == Role.DEPARTMENT and dept is None:
             raise KeySpecError("部门密钥须指定部门", "a department key needs --department")

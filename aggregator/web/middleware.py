@@ -1,13 +1,18 @@
 """The ASGI layers every request passes, outermost first (plain ASGI, no per-request task or copy):
 
 1. `RequestMetrics`: counts and times every request by route template and status.
-2. `ProblemGuard`: any exception becomes an RFC 9457 problem document; there is never a bare 500 page.
-3. `Gate`: the client IP (proxy headers only from trusted proxies), the body size limit (checked against
+2. `RateLimitHeaders`: `RateLimit-Limit`, `-Remaining`, `-Reset` and `-Policy` on every response to a
+   request that went through a rate limit (allowed or not, problem documents included).
+3. `ProblemGuard`: any exception becomes an RFC 9457 problem document; there is never a bare 500 page.
+4. `Gate`: the client IP (proxy headers only from trusted proxies), the body size limit (checked against
    Content-Length up front and while the body streams in), the caller's key (`Authorization: Bearer`;
    an unknown or revoked key is a 401, never a silent downgrade to public) and the rate limit (per key, or
-   per client IP for anonymous callers and for requests with a bad key).
+   per client IP for anonymous callers and for requests with a bad key). Probes, metrics and static files
+   are neither rate limited nor authenticated: they answer whatever Authorization header comes with them.
 
-What a route needs is left in the request state: `principal` (roles.Principal) and `client_ip`.
+What a route needs is left in the request state: `principal` (roles.Principal) and `client_ip`; the rate
+limit's decision is left there too (`service.RATELIMIT_STATE`), for the headers (a batch replaces it with
+the decision that charged its pairs).
 """
 
 from __future__ import annotations
@@ -30,12 +35,13 @@ from aggregator.web.problems import (
     WebError,
     problem_response,
 )
+from aggregator.web.ratelimit import Decision, ratelimit_headers
 from aggregator.web.roles import Principal
-from aggregator.web.service import Services
+from aggregator.web.service import RATELIMIT_IDENT, RATELIMIT_STATE, Services
 
 log = logging.getLogger("aggregator.web")
 
-# Paths that are never rate limited (probes, scrapes, assets).
+# Paths that are never rate limited nor authenticated (probes, scrapes, assets).
 UNLIMITED_PREFIXES = ("/healthz", "/readyz", "/metrics", "/static/", "/favicon.ico")
 
 
@@ -72,6 +78,33 @@ class RequestMetrics:
             route = scope.get("route")
             label = getattr(route, "path", None) or "unmatched"
             self.metrics.observe_request(label, scope["method"], status, time.perf_counter() - started)
+
+
+class RateLimitHeaders:
+    """Adds the RateLimit-* headers (from the decision the Gate, or a batch, left in the request state) to
+    the response, whatever it is: an answer, a 429 or another problem document."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                decision = scope.get("state", {}).get(RATELIMIT_STATE)
+                if isinstance(decision, Decision):
+                    headers = list(message.get("headers", []))
+                    present = {k.lower() for k, _ in headers}
+                    for k, v in ratelimit_headers(decision).items():
+                        if k.lower().encode("latin-1") not in present:
+                            headers.append((k.lower().encode("latin-1"), v.encode("latin-1")))
+                    message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)
 
 
 class ProblemGuard:
@@ -132,7 +165,7 @@ class Gate:
 
         path: str = scope.get("path", "")
         limited = not path.startswith(UNLIMITED_PREFIXES)
-        auth = _header(scope, b"authorization")
+        auth = _header(scope, b"authorization") if limited else None  # probes ignore any key
         if auth is None:
             principal = Principal.anonymous()
         else:
@@ -142,16 +175,15 @@ class Gate:
                     raise InvalidKey()
                 principal = await self.services().keys.authenticate(token.strip())
             except InvalidKey:
-                if limited:  # guessing keys counts against the caller's IP
-                    await self._limit(f"ip:{ip}", cfg.ip_per_minute, "ip")
+                await self._limit(request_state, f"ip:{ip}", cfg.ip_per_minute, "ip")  # guessing keys: the IP's
                 raise
         request_state["principal"] = principal
 
         if limited:
             if principal.key_id is not None:
-                await self._limit(f"key:{principal.key_id}", cfg.key_per_minute, "key")
+                await self._limit(request_state, f"key:{principal.key_id}", cfg.key_per_minute, "key")
             else:
-                await self._limit(f"ip:{ip}", cfg.ip_per_minute, "ip")
+                await self._limit(request_state, f"ip:{ip}", cfg.ip_per_minute, "ip")
 
         received = 0
 
@@ -166,11 +198,12 @@ class Gate:
 
         await self.app(scope, receive_limited, send)
 
-    async def _limit(self, ident: str, per_minute: int, scope_name: str) -> None:
+    async def _limit(self, state: dict[str, object], ident: str, per_minute: int, scope_name: str) -> None:
         if per_minute <= 0:
             return
         services = self.services()
         decision = await services.limiter.hit(ident, per_minute)
+        state[RATELIMIT_STATE], state[RATELIMIT_IDENT] = decision, ident
         if not decision.allowed:
             services.metrics.rate_limited.labels(scope_name).inc()
             raise TooManyRequests(scope_name, per_minute, decision.retry_after_s)

@@ -8,13 +8,20 @@
 
 The size limit is enforced while the bytes arrive (`UploadTooLarge` the moment the file passes it, and the
 partial file is deleted). At most one file part is accepted; text fields are small and few.
+
+The temporary file is deleted on every path out of a request (a bad or oversize body, the client going away
+mid-upload, the caller's `discard` after the import, whatever it raised). Only a process that dies keeps
+its files: their names carry the process id (`certq-upload-<pid>-…`), and `remove_stale_uploads`, run
+when the app starts, deletes those of processes that no longer run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -27,7 +34,49 @@ from aggregator.web.problems import BadRequest, UploadTooLarge
 
 MAX_FIELDS = 16
 MAX_FIELD_BYTES = 4096
+PREFIX = "certq-upload-"
+STALE_AFTER_S = 24 * 3600  # a temporary upload this old is left over whoever made it (a reused pid)
 _SAFE_SUFFIX = re.compile(r"^\.[A-Za-z0-9]{1,8}$")
+_OWNER = re.compile(r"^certq-upload-(\d+)-")
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_stale_uploads(dest_dir: str | None) -> int:
+    """Delete the temporary uploads in `dest_dir` (default: the system temp directory) left by processes
+    that no longer run (a worker that crashed mid-import), and any older than a day. Returns how many.
+
+    Files of running processes (other workers sharing the directory) are kept: they may be mid-upload."""
+    folder = Path(dest_dir or tempfile.gettempdir())
+    removed = 0
+    now = time.time()
+    try:
+        candidates = list(folder.glob(PREFIX + "*"))
+    except OSError:
+        return 0
+    for path in candidates:
+        owner = _OWNER.match(path.name)
+        try:
+            if not path.is_file():
+                continue
+            if owner is not None and int(owner.group(1)) != os.getpid() and not _running(int(owner.group(1))):
+                stale = True
+            else:  # ours, a running process's, or named before names carried the pid: by age
+                stale = now - path.stat().st_mtime > (STALE_AFTER_S if owner is not None else 3600)
+            if stale:
+                path.unlink()
+                removed += 1
+        except (OSError, ValueError):
+            continue
+    return removed
 
 
 @dataclass
@@ -46,7 +95,8 @@ class Multipart:
     def discard(self) -> None:
         """Delete the temporary file (safe to call twice)."""
         if self.file is not None:
-            self.file.path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                self.file.path.unlink(missing_ok=True)
 
 
 def _bad(zh: str, en: str) -> BadRequest:
@@ -105,11 +155,11 @@ class _Collector:
             raise _bad("只能上传一个文件", "upload one file at a time")
         display = os.path.basename(filename.decode("utf-8", "replace").replace("\\", "/")).strip() or "upload"
         suffix = Path(display).suffix.lower()
-        fd, tmp = tempfile.mkstemp(prefix="certq-upload-", suffix=suffix if _SAFE_SUFFIX.match(suffix) else "",
+        fd, tmp = tempfile.mkstemp(prefix=f"{PREFIX}{os.getpid()}-", suffix=suffix if _SAFE_SUFFIX.match(suffix) else "",
                                    dir=self.dest_dir)
-        self._out = os.fdopen(fd, "wb")
         ctype = self._headers.get(b"content-type")
         self.result.file = SavedFile(Path(tmp), display[:255], 0, ctype.decode("latin-1") if ctype else None)
+        self._out = os.fdopen(fd, "wb")
         self._is_file = True
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
@@ -161,21 +211,20 @@ async def receive_multipart(
         )
     }
     parser = MultipartParser(params[b"boundary"], callbacks)  # type: ignore[arg-type]
+    complete = False
     try:
-        async for chunk in request.stream():
+        async for chunk in request.stream():  # ClientDisconnect if the client goes away
             if chunk:
                 parser.write(chunk)
         parser.finalize()
+        if collector._out is not None:  # the body ended inside the file part
+            raise _bad("上传内容不完整", "the multipart body ended before the file did")
+        complete = True
     except FormParserError as e:
-        collector.close()
-        collector.result.discard()
         raise _bad("multipart 格式有误", f"malformed multipart body: {e}") from e
-    except BaseException:
-        collector.close()
-        collector.result.discard()
-        raise
-    if collector._out is not None:  # the body ended inside the file part
-        collector.close()
-        collector.result.discard()
-        raise _bad("上传内容不完整", "the multipart body ended before the file did")
+    finally:
+        if not complete:  # whatever went wrong (too large, malformed, disconnected, cancelled): no file left
+            with contextlib.suppress(OSError):
+                collector.close()
+            collector.result.discard()
     return collector.result

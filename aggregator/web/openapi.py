@@ -35,6 +35,16 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+# On every response to a rate-limited request (IETF draft httpapi-ratelimit-headers).
+RATELIMIT_HEADERS: dict[str, Any] = {
+    "RateLimit-Limit": {"description": "Requests (batch pairs) allowed per window", "schema": {"type": "integer"}},
+    "RateLimit-Remaining": {"description": "What is left of the window", "schema": {"type": "integer"}},
+    "RateLimit-Reset": {"description": "Seconds until the window rolls over (429: until a retry fits)",
+                        "schema": {"type": "integer"}},
+    "RateLimit-Policy": {"description": "<limit>;w=60", "schema": {"type": "string"}},
+}
+
+
 def _problems(*statuses: int) -> dict[str, Any]:
     text = {
         400: "Bad request (e.g. a regulator without a purpose)",
@@ -45,13 +55,16 @@ def _problems(*statuses: int) -> dict[str, Any]:
         413: "Body or upload too large",
         415: "Unsupported content type",
         422: "Invalid input (the problem says why)",
-        429: "Rate limited (see Retry-After)",
+        429: "Rate limited (see Retry-After and the RateLimit-* headers)",
         503: "A dependency is not available",
     }
-    return {
+    out: dict[str, Any] = {
         str(s): {"description": text[s], "content": {"application/problem+json": {"schema": _ref("Problem")}}}
         for s in statuses
     }
+    if "429" in out:
+        out["429"]["headers"] = {"Retry-After": {"schema": {"type": "integer"}}, **RATELIMIT_HEADERS}
+    return out
 
 
 def _param(name: str, where: str, description: str, *, required: bool = False, **schema: Any) -> dict[str, Any]:
@@ -118,6 +131,11 @@ _HAND_SCHEMAS: dict[str, Any] = {
                         "name_given": {"type": "boolean"},
                         "verdict": {"type": ["string", "null"]},
                         "name_matches": {"type": ["boolean", "null"]},
+                        "name_check": {
+                            "description": "checked, or not_checked (the daily budget of names tried against "
+                            "this certificate is spent: looked up without the name); null without a name",
+                            "anyOf": [_ref("NameCheck"), {"type": "null"}],
+                        },
                         "answer": {"anyOf": [_ref("LookupView"), {"type": "null"}]},
                         "error": {"type": ["object", "null"]},
                     },
@@ -169,6 +187,11 @@ _HAND_SCHEMAS: dict[str, Any] = {
                         "id_number_given": {"type": "boolean"},
                         "verdict": {"type": ["string", "null"]},
                         "client_ip": {"type": ["string", "null"]},
+                        "name_check": {
+                            "description": "match, mismatch, unknown (nothing to compare), not_checked (the "
+                            "daily name budget was spent); null when no name was given",
+                            "type": ["string", "null"],
+                        },
                     },
                 },
             }
@@ -219,7 +242,10 @@ def _paths() -> dict[str, Any]:
                 "summary": "Look a certificate up (一网查询)",
                 "description": "Asks every source that could hold the number and merges what they say: verdict, "
                 "certificates, every source's outcome and freshness, conflicts, recognitions. Anyone may ask; "
-                "what is shown depends on the role. Lookups with a key are audited.",
+                "what is shown depends on the role. Lookups with a key are audited. Names are a limited "
+                "resource: a caller (key; the public: client IP) may have 5 distinct names (by default) checked "
+                "against one certificate per UTC day; beyond that the lookup is made without the name and "
+                "query.name_check is not_checked.",
                 "security": OPTIONAL_BEARER,
                 "parameters": lookup_params,
                 "responses": {
@@ -235,7 +261,9 @@ def _paths() -> dict[str, Any]:
                 "description": "JSON {pairs:[{number,name}]} or CSV (text/csv body, or a multipart file "
                 "field `file`) with columns number,name[,id_number]. Answers JSON, or CSV with "
                 "`Accept: text/csv` or `?format=csv` (cells that could run as spreadsheet formulas get a "
-                "leading '). Every pair is answered even if another fails.",
+                "leading '). Every pair is answered even if another fails. N pairs cost N of the key's "
+                "per-minute rate limit (a batch that does not fit is a 429 before anything is looked up); "
+                "names beyond the daily per-certificate budget are not checked (name_check: not_checked).",
                 "security": BEARER,
                 "parameters": [
                     _param("format", "query", "csv or json (default: by Accept)", enum=["csv", "json"]),
@@ -336,14 +364,14 @@ def _paths() -> dict[str, Any]:
             "get": {
                 "operationId": "healthz",
                 "summary": "The process is up",
-                "responses": {"200": _json(_ref("Status"), "Up"), **_problems(401)},
+                "responses": {"200": _json(_ref("Status"), "Up")},
             }
         },
         "/readyz": {
             "get": {
                 "operationId": "readyz",
                 "summary": "The records store and Redis (when configured) answer",
-                "responses": {"200": _json(_ref("Status"), "Ready"), **_problems(401, 503)},
+                "responses": {"200": _json(_ref("Status"), "Ready"), **_problems(503)},
             }
         },
         "/metrics": {
@@ -352,7 +380,6 @@ def _paths() -> dict[str, Any]:
                 "summary": "Prometheus metrics",
                 "responses": {
                     "200": {"description": "Text format", "content": {"text/plain": {"schema": {"type": "string"}}}},
-                    **_problems(401),
                 },
             }
         },
@@ -433,7 +460,8 @@ def docs_html() -> str:
         "<p>机器可读描述 Machine-readable: <a href='/openapi.json'>/openapi.json</a> (OpenAPI 3.1).</p>",
         "<h2>角色 Roles</h2><table><tr><th>role</th><th>may</th></tr>",
         "<tr><td>public (no key)</td><td>look up (masked: 张*三, no ID number), sources, recognition</td></tr>",
-        "<tr><td>employer</td><td>as public, plus name_matches and batch verification</td></tr>",
+        "<tr><td>employer</td><td>as public, plus name_matches (within the daily budget of names per "
+        "certificate) and batch verification (N pairs cost N of the key's rate limit)</td></tr>",
         "<tr><td>regulator</td><td>full records and conflicts (a purpose is required), batch, the audit log, "
         "upload reports</td></tr>",
         "<tr><td>department</td><td>as public, plus uploading and reading its own department's records</td></tr>",

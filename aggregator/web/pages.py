@@ -377,6 +377,7 @@ def _result_row(r: RowResult) -> dict[str, Any]:
         "certificate": "；".join(described),
         "valid_until": "；".join(v.fmt_date(c.get("valid_until")) for c in certs if c.get("valid_until")),
         "error": (r.error or {}).get("detail") if r.answer is None else None,
+        "name_check": r.name_check.value if r.name_check else None,
     }
 
 
@@ -386,6 +387,9 @@ def _summary(rows: list[dict[str, Any]]) -> list[tuple[str, int]]:
     for key, n in sorted(counts.items(), key=lambda kv: -kv[1]):
         label = "输入有误 invalid" if key == "invalid" else f"{v.verdict_badge(key).zh} {key}"
         out.append((label, n))
+    not_checked = sum(1 for r in rows if r.get("name_check") == "not_checked")
+    if not_checked:  # the daily name-check budget: these rows' names were not compared
+        out.append(("姓名未核对（今日核对次数已达上限或暂不可用）names not checked (daily budget spent)", not_checked))
     return out
 
 
@@ -425,7 +429,11 @@ async def employer_page(request: Request) -> Response:
         ctx["file_error"] = describe(e).text
         return _render(request, "employer.html", ctx, status=describe(e).status, principal=principal)
     results = await svc.verify_for(
-        principal, pairs, purpose=form.fields.get("purpose") or None, client_ip=client_address(request)
+        principal,
+        pairs,
+        purpose=form.fields.get("purpose") or None,
+        client_ip=client_address(request),
+        rate_state=request.scope.setdefault("state", {}),
     )
     csv_text = rows_to_csv(results)
     if form.fields.get("output") == "csv":

@@ -11,8 +11,10 @@ failed readiness checks) travel on the exception as `extra` / `headers`.
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
+from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse
 
 from aggregator.errors import describe, register
@@ -77,6 +79,12 @@ class BadRequest(WebError):
 
 class Unprocessable(BadRequest):
     """Well-formed but invalid input (422), e.g. too many pairs, a field too long."""
+
+
+def has_control_characters(text: str) -> bool:
+    """Whether free text (a purpose, a key label) holds a control character: C0 (tab, CR and LF included:
+    they would forge lines in logs and tables), DEL, C1, or a Unicode line or paragraph separator."""
+    return any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in text)
 
 
 class TooManyRequests(WebError):
@@ -175,6 +183,9 @@ register(BodyTooLarge, 413, 65, "body-too-large", "请求体超过大小上限 {
 register(RouteNotFound, 404, 66, "not-found", "未找到：{exc.what}", "not found: {exc.what}")
 register(MethodNotAllowed, 405, 64, "method-not-allowed", "不支持此请求方法：{exc.method}", "method {exc.method} is not allowed here")
 register(ImportRejected, 422, 65, "import-rejected", "{exc.zh}", "{exc.en}")
+# The client went away mid-request (a cut upload, a slow body closed by the server): nobody reads the answer,
+# and it is no failure of ours, so it is not logged as one.
+register(ClientDisconnect, 400, 64, "client-disconnected", "客户端已断开连接", "the client disconnected before the request was complete")
 register(AlreadyUploaded, 409, 65, "already-imported", "该文件已导入（批次 {exc.batch_id}），未作任何更改", "this file was already imported for {exc.department} as batch {exc.batch_id}; nothing was added")
 register(UnsupportedMediaType, 415, 65, "unsupported-media-type", "不支持的请求格式 {exc.got}，可用：{exc.accepted}", "unsupported content type {exc.got}; send {exc.accepted}")
 register(AuditUnavailable, 503, 75, "audit-unavailable", "审计日志暂不可写，为保护个人信息暂停查询", "the audit log cannot be written, so lookups by key are paused")

@@ -3,44 +3,71 @@
     services: Services = request.app.state.services
     view = await services.lookup_for(principal, number, name=None, id_number=None, purpose=None, client_ip=ip)
 
-`lookup_for` is the one path from a request to an answer: the purpose rule for regulators, the lookup
+`lookup_for` is the one path from a request to an answer: the purpose rule for regulators, the name-check
+budget (a name beyond it is not checked: the lookup is made without it, see `namebudget.py`), the lookup
 under the configured deadline, metrics, the audit entry (written before the answer is returned; fail
 closed) and the masking for the caller's role. The pages call it too, so they cannot show more than the API.
+`verify_for` does the same for a batch, which first costs one unit of the key's rate limit per pair.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aggregator.models import Answer, Mode
+from aggregator.models import Answer, Mode, NameCheck
+from aggregator.numbers import parse_number
 from aggregator.resilience import SourceStats
 from aggregator.web.audit import AuditEntry, AuditLog
 from aggregator.web.batch import Pair, RowResult, verify_all
 from aggregator.web.config import WebConfig
 from aggregator.web.keys import KeyStore
-from aggregator.web.masking import mask_answer
+from aggregator.web.masking import mask_answer, overall_name_match
 from aggregator.web.metrics import Metrics
-from aggregator.web.problems import PurposeRequired, Unprocessable
+from aggregator.web.namebudget import (
+    BUDGET_SPENT,
+    CHECKS_UNAVAILABLE,
+    NameBudget,
+    NameBudgetUnavailable,
+    caller_for,
+    checked,
+    not_checked,
+)
+from aggregator.web.problems import PurposeRequired, TooManyRequests, Unprocessable, has_control_characters
 from aggregator.web.ratelimit import WindowLimiter
 from aggregator.web.roles import Principal, Role
 
+log = logging.getLogger(__name__)
 
-# Control characters (NUL above all: PostgreSQL refuses it in text) have no place in a purpose; refused as bad
-# input rather than failing the audit write, which would read as an outage (503).
-_CONTROL = frozenset(chr(c) for c in range(32) if chr(c) not in "\t\n\r") | {"\x7f"}
+# Where the Gate leaves the request's rate-limit decision (and whose window it was) in the request state;
+# the RateLimit-* response headers are made from it (middleware.RateLimitHeaders).
+RATELIMIT_STATE = "ratelimit"
+RATELIMIT_IDENT = "ratelimit_ident"
 
 
 def require_purpose(principal: Principal, purpose: str | None) -> str | None:
     """The stated purpose, stripped; `PurposeRequired` for a regulator without one, `Unprocessable` for one
-    with control characters."""
+    with control characters (tab, CR and LF included: they would forge lines in the audit log; NUL, which
+    PostgreSQL refuses in text, is bad input rather than a failed audit write that would read as a 503)."""
     text = (purpose or "").strip() or None
     if principal.role == Role.REGULATOR and text is None:
         raise PurposeRequired()
-    if text is not None and not _CONTROL.isdisjoint(text):
-        raise Unprocessable("用途说明含有控制字符", "the purpose contains control characters")
+    if text is not None and has_control_characters(text):
+        raise Unprocessable("用途说明含有控制字符（含换行、制表符）", "the purpose contains control characters (line breaks, tabs ...)")
     return text
+
+
+def audit_name_check(answer: Answer) -> str | None:
+    """What happened to the name of a lookup, for the audit log: match, mismatch, not_checked, unknown
+    (given and checked, but nothing to compare it with) or None (no name given)."""
+    if answer.query.name_check == NameCheck.NOT_CHECKED:
+        return "not_checked"
+    if not answer.query.name_given:
+        return None
+    match = overall_name_match(answer)
+    return "unknown" if match is None else ("match" if match else "mismatch")
 
 
 @dataclass
@@ -54,6 +81,45 @@ class Services:
     metrics: Metrics
     config: WebConfig
     record_stats: dict[str, SourceStats] = field(default_factory=dict)  # records sources, as lookups saw them
+    names: NameBudget | None = None  # the name-check budget (None: every name is checked)
+
+    async def admit_names(
+        self, principal: Principal, client_ip: str | None, pairs: Sequence[tuple[str, str]]
+    ) -> list[str | None]:
+        """Per (normalised number, name): None when the name may be checked, else why it is not."""
+        caller = caller_for(principal, client_ip)
+        if self.names is None or caller is None or not pairs:
+            return [None] * len(pairs)
+        try:
+            admitted = await self.names.admit_many(caller, pairs)
+        except NameBudgetUnavailable:
+            return [CHECKS_UNAVAILABLE] * len(pairs)  # fail closed: no name is checked
+        return [None if ok else BUDGET_SPENT for ok in admitted]
+
+    async def charge_pairs(
+        self, principal: Principal, n: int, state: MutableMapping[str, Any] | None = None
+    ) -> None:
+        """A batch of `n` pairs costs `n` of the key's per-minute window (the request itself, if the Gate
+        counted it against this key, is one of them); `TooManyRequests` before anything is looked up when
+        they do not fit. `state`: the request state, where the decision is left for the response headers."""
+        limit = self.config.key_per_minute
+        if principal.key_id is None or limit <= 0 or n <= 0:
+            return
+        ident = f"key:{principal.key_id}"
+        counted = 1 if state is not None and state.get(RATELIMIT_IDENT) == ident else 0
+        if n > limit:
+            raise Unprocessable(
+                f"一次核验 {n} 条超过该密钥每分钟 {limit} 条的限额，请分批提交",
+                f"{n} pairs are more than this key's limit of {limit} per minute; send smaller batches",
+            )
+        if n - counted <= 0:
+            return
+        decision = await self.limiter.hit(ident, limit, cost=n - counted)
+        if state is not None:
+            state[RATELIMIT_STATE], state[RATELIMIT_IDENT] = decision, ident
+        if not decision.allowed:
+            self.metrics.rate_limited.labels("key").inc()
+            raise TooManyRequests("key", limit, decision.retry_after_s)
 
     def observe(self, answer: Answer) -> None:
         """Metrics and the records sources' recent-call statistics for one answer."""
@@ -74,23 +140,37 @@ class Services:
     ) -> tuple[Answer, dict[str, Any]]:
         """One lookup as `principal` may make it: the answer and the view of it the caller may see."""
         purpose = require_purpose(principal, purpose)
-        answer = await self.gateway.lookup(number, name=name, id_number=id_number, deadline_s=self.config.deadline_s)
+        name = (name or "").strip() or None
+        refused: str | None = None
+        if name is not None:
+            normalised = parse_number(number).number  # bad input fails here as in the lookup, before any budget
+            if id_number and id_number.strip():
+                parse_number(id_number)
+            [refused] = await self.admit_names(principal, client_ip, [(normalised, name)])
+        answer = await self.gateway.lookup(
+            number, name=name if refused is None else None, id_number=id_number, deadline_s=self.config.deadline_s
+        )
+        if name is not None:
+            answer = checked(answer) if refused is None else not_checked(answer, refused)
         self.observe(answer)
+        entry = AuditEntry.now(
+            principal,
+            action="lookup",
+            number=answer.query.number,
+            name_given=answer.query.name_given,
+            id_number_given=answer.query.id_number_given,
+            verdict=answer.verdict.value,
+            purpose=purpose,
+            client_ip=client_ip,
+            name_check=audit_name_check(answer),
+        )
         if principal.key_id is not None:
-            await self.audit.write(
-                [
-                    AuditEntry.now(
-                        principal,
-                        action="lookup",
-                        number=answer.query.number,
-                        name_given=answer.query.name_given,
-                        id_number_given=answer.query.id_number_given,
-                        verdict=answer.verdict.value,
-                        purpose=purpose,
-                        client_ip=client_ip,
-                    )
-                ]
-            )
+            await self.audit.write([entry])
+        elif refused == BUDGET_SPENT:  # the public is audited only when it keeps guessing names
+            try:
+                await self.audit.write([entry])
+            except Exception as e:  # noqa: BLE001 - the answer reveals nothing the name could: it is still given
+                log.warning("could not audit a refused public name check: %s", e)
         typed = {t for t in (number, id_number) if t}
         return answer, mask_answer(answer, principal.role, typed)
 
@@ -101,15 +181,24 @@ class Services:
         *,
         purpose: str | None = None,
         client_ip: str | None = None,
+        rate_state: MutableMapping[str, Any] | None = None,
     ) -> list[RowResult]:
-        """A batch of pairs as `principal` may verify them; every looked-up pair is audited."""
+        """A batch of pairs as `principal` may verify them; every looked-up pair is audited. The pairs cost
+        the key's rate limit first (`charge_pairs`; `rate_state` is the request state), then each name is
+        admitted by the name-check budget or looked up without it."""
         purpose = require_purpose(principal, purpose)
+        await self.charge_pairs(principal, len(pairs), rate_state)
+
+        async def admit(items: Sequence[tuple[str, str]]) -> list[str | None]:
+            return await self.admit_names(principal, client_ip, items)
+
         rows = await verify_all(
             self.gateway,
             pairs,
             principal.role,
             concurrency=self.config.batch_concurrency,
             deadline_s=self.config.deadline_s,
+            admit=admit,
         )
         for r in rows:
             if r.answer is not None:
@@ -126,6 +215,7 @@ class Services:
                         verdict=r.answer.verdict.value,
                         purpose=purpose,
                         client_ip=client_ip,
+                        name_check=audit_name_check(r.answer),
                     )
                     for r in rows
                     if r.answer is not None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 
 from sqlalchemy import BigInteger, Boolean, Column, DateTime, Index, Integer, MetaData, String, Table
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -40,8 +41,30 @@ audit_log = Table(
     Column("id_number_given", Boolean, nullable=False),
     Column("verdict", String(32), nullable=True),  # None when the lookup failed before a verdict
     Column("client_ip", String(64), nullable=True),
+    Column("name_check", String(16), nullable=True),  # what happened to the name given (migration 0003)
     Index("ix_audit_log_at", "at"),
     Index("ix_audit_log_key_id_at", "key_id", "at"),
+)
+
+# Distinct names tried per caller, certificate and day (salted digests only): the name-check budget.
+name_checks = Table(
+    "name_checks",
+    metadata,
+    Column("caller", String(80), primary_key=True),  # "key:<key_id>" or "ip:<address>"
+    Column("number", String(64), primary_key=True),
+    Column("day", String(10), primary_key=True),  # UTC date, YYYY-MM-DD
+    Column("name_digest", String(64), primary_key=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Index("ix_name_checks_day", "day"),
+)
+
+# Random keys shared by every instance, made once by whichever asks first (see `deployment_secret`).
+deployment_secrets = Table(
+    "deployment_secrets",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", String(128), nullable=False),  # hex
+    Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
 
@@ -53,3 +76,20 @@ async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnectio
         await conn.execution_options(certq_write=True)
         async with conn.begin():
             yield conn
+
+
+async def deployment_secret(engine: AsyncEngine, name: str, *, nbytes: int = 32) -> bytes:
+    """The deployment's random secret called `name`: made by the first instance that asks (an insert that
+    skips an existing row, so concurrent first askers agree on one), read by every later one."""
+    from secrets import token_hex
+
+    from sqlalchemy import select
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    make = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
+    row = {"name": name, "value": token_hex(nbytes), "created_at": datetime.now(UTC)}
+    async with write_transaction(engine) as conn:
+        await conn.execute(make(deployment_secrets).on_conflict_do_nothing(), [row])
+        value = (await conn.execute(select(deployment_secrets.c.value).where(deployment_secrets.c.name == name))).scalar_one()
+    return bytes.fromhex(value)

@@ -7,7 +7,10 @@
 
 The file streams to a temporary file with the upload limit enforced while it arrives, is imported in one
 transaction (a rejected file imports nothing and its report says why, line by line), and is deleted
-afterwards. A successful import makes this process's cached answers for the department unreachable at once.
+afterwards, whatever happened. A successful import makes this process's cached answers for the department
+unreachable at once. A hostile file (a zip bomb, a sheet that asks for 512 GiB, a 100 MB cell) is read in a
+child process under the limits of `aggregator.records.limits` and is a rejected upload like any other
+(422 with its report, which keeps only excerpts of long values), never a dead worker.
 """
 
 from __future__ import annotations
@@ -108,6 +111,15 @@ async def post_upload(request: Request) -> Response:
 
     body = _report_json(report)
     if report.status == BatchStatus.REJECTED:
+        first = report.problems[0] if report.problems else None
+        if first is not None and first.column is None and first.value is None:  # about the file: say it here
+            zh, _, en = first.reason.partition(" (")
+            en = en.removesuffix(")")
+            raise ImportRejected(
+                f"文件未导入：{zh}（共 {report.problems_total} 处问题，详见批次 {report.id} 的报告）",
+                f"nothing was imported: {en or zh} ({report.problems_total} problem(s), see the report of batch {report.id})",
+                body,
+            )
         raise ImportRejected(
             f"文件未导入：{report.problems_total} 处问题，详见报告（批次 {report.id}）",
             f"nothing was imported: {report.problems_total} problem(s), see the report (batch {report.id})",

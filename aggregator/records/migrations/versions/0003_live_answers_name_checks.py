@@ -6,6 +6,8 @@
 - `name_checks`: which distinct names (as salted digests, never the name itself) a caller tried against a
   certificate on a day, so the daily budget holds across every instance (see aggregator/web/namebudget.py).
 - `audit_log.name_check`: what happened to the name of a lookup (match, mismatch, not_checked ...).
+- `deployment_secrets`: random keys every instance shares, made by whichever asks first (the key of the
+  name digests above).
 
 Revision ID: 0003
 Revises: 0002
@@ -53,6 +55,12 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("caller", "number", "day", "name_digest", name="pk_name_checks"),
     )
     op.create_index("ix_name_checks_day", "name_checks", ["day"])
+    op.create_table(
+        "deployment_secrets",
+        sa.Column("name", sa.String(64), primary_key=True),
+        sa.Column("value", sa.String(128), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    )
     with op.batch_alter_table("audit_log") as batch:
         batch.add_column(sa.Column("name_check", sa.String(16), nullable=True))
 
@@ -60,6 +68,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("audit_log") as batch:
         batch.drop_column("name_check")
+    op.drop_table("deployment_secrets")
     op.drop_index("ix_name_checks_day", table_name="name_checks")
     op.drop_table("name_checks")
     op.drop_index("ix_live_answers_number", table_name="live_answers")
