@@ -43,8 +43,12 @@ def describe(exc: BaseException) -> UserError:
         return UserError(422, 2, "invalid-number", zh, en.rstrip(")") or exc.reason)
     if isinstance(exc, ConfigError):
         return UserError(500, 78, "invalid-configuration", "配置有误", str(exc))
-    for cls, (status, code, title, zh, en) in _EXTRA.items():
-        if isinstance(exc, cls):
+    # The most specific registered class wins, whatever the order of registration (as Starlette looks up its
+    # exception handlers: along the exception's MRO).
+    for cls in type(exc).__mro__:
+        entry = _EXTRA.get(cls)
+        if entry is not None:
+            status, code, title, zh, en = entry
             return UserError(status, code, title, zh.format(exc=exc), en.format(exc=exc))
     return UserError(500, 70, "internal-error", "服务内部错误，请稍后再试", "internal error, please try again later")
 

@@ -2,7 +2,7 @@
 
 Adapters are pure generators (see adapters/base.py); everything with a policy or a socket lives here:
 
-    state = ResilienceState.from_redis(None)
+    state = ResilienceState.memory()
     async with Runner(breakers=state.breakers, limiters=state.limiters) as runner:
         result = await runner.run(source, adapter, query, deadline=time.monotonic() + 3.0)
         result.outcome, result.error_kind, result.message        # found / not_found / unavailable ...

@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 
 from aggregator.config import Circuit, RateLimit, SourceConfig
 from aggregator.models import CertKind, Department, ErrorKind, Mode, Outcome, SourceResult
+from aggregator.redisconn import client_from_url
 from aggregator.resilience import (
     BreakerRegistry,
     CircuitState,
@@ -26,7 +27,6 @@ from aggregator.resilience import (
     RedisHealth,
     ResilienceState,
     SourceStats,
-    redis_client,
 )
 
 
@@ -310,13 +310,13 @@ def _free_port() -> int:
 
 
 def _client(port: int) -> aioredis.Redis:
-    return redis_client(f"redis://127.0.0.1:{port}/0")
+    return client_from_url(f"redis://127.0.0.1:{port}/0")
 
 
 async def test_redis_state_falls_back_to_memory_when_redis_is_unreachable(caplog: pytest.LogCaptureFixture) -> None:
     clock = FakeClock()
     client = _client(_free_port())  # nothing listens there
-    state = ResilienceState.from_redis(client, prefix="certq-test-down", clock=clock)
+    state = ResilienceState.redis(client, prefix="certq-test-down", clock=clock)
     source = make_source(threshold=2, base=10, per_second=1, burst=1)
     try:
         with caplog.at_level(logging.WARNING, logger="aggregator.resilience.health"):
@@ -382,7 +382,7 @@ async def test_redis_state_survives_a_redis_restart_and_is_shared_again_after(ow
     clock = FakeClock()
     client = _client(own_redis.port)
     health = RedisHealth(recheck_s=0.0)
-    state = ResilienceState.from_redis(client, clock=clock, health=health)
+    state = ResilienceState.redis(client, clock=clock, health=health)
     source = make_source(threshold=3, base=10)
     try:
         await fail(state.breakers, source, 1)

@@ -12,36 +12,15 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import MaxConnectionsError, RedisError
+from redis.exceptions import MaxConnectionsError
 
 from aggregator.cancellation import keep_cancellation
+from aggregator.redisconn import REDIS_FAILURES
 
 T = TypeVar("T")
-
-# Errors that mean "Redis cannot answer right now" (refused, reset, timed out, loading, read-only replica ...).
-_REDIS_FAILURES: tuple[type[BaseException], ...] = (RedisError, OSError, EOFError)
-
-
-def redis_client_options() -> dict[str, Any]:
-    """Client options for a cache that must never wait long on a dead Redis: fail fast, reconnect by itself.
-
-    The pool blocks (up to `timeout`) instead of failing when all its connections are busy: redis-py's
-    default pool raises "Too many connections" past 100 concurrent commands, which under a burst of
-    lookups would look like an outage and send the whole burst to the sources."""
-    return {
-        "socket_connect_timeout": 0.5,
-        "socket_timeout": 0.5,
-        "health_check_interval": 10,
-        "retry": Retry(NoBackoff(), 1),  # one immediate retry on a fresh connection (a restarted server)
-        "max_connections": 100,
-        "timeout": 1.0,  # longest wait for a free pooled connection
-    }
-
 
 class BackendUnavailable(Exception):
     """The cache backend could not be reached or answered with an error.
@@ -161,7 +140,7 @@ class RedisBackend:
             return await keep_cancellation(op)
         except MaxConnectionsError as e:
             raise BackendUnavailable(f"{type(e).__name__}: {e}", busy=True) from e
-        except _REDIS_FAILURES as e:
+        except REDIS_FAILURES as e:
             raise BackendUnavailable(f"{type(e).__name__}: {e}") from e
 
     async def get(self, key: str) -> bytes | str | None:
@@ -204,12 +183,5 @@ class RedisBackend:
         if self._owns_client:
             try:
                 await self.client.aclose()
-            except _REDIS_FAILURES:
+            except REDIS_FAILURES:
                 pass
-
-
-def redis_client_from_url(url: str, **options: Any) -> aioredis.Redis:
-    """A `redis.asyncio` client on a blocking pool with the fail-fast options the cache needs (`options`
-    override them). Closing the client closes its pool."""
-    pool = aioredis.BlockingConnectionPool.from_url(url, **{**redis_client_options(), **options})
-    return aioredis.Redis.from_pool(pool)

@@ -26,12 +26,13 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from aggregator.cache.backends import BackendUnavailable, MemoryBackend, RedisBackend, redis_client_from_url
+from aggregator.cache.backends import BackendUnavailable, MemoryBackend, RedisBackend
 from aggregator.cache.coalesce import SingleFlight
 from aggregator.cache.envelope import CorruptEntry, Envelope, cache_key, fresh_ttl_s, make_envelope
 from aggregator.cache.outage import OutageGuard
 from aggregator.config import SourceConfig
 from aggregator.models import Query, SourceResult
+from aggregator.redisconn import client_from_url
 
 log = logging.getLogger("aggregator.cache")
 
@@ -114,7 +115,7 @@ class SourceCache:
             return cls.memory(max_entries=kw.get("max_entries", 100_000), clock=clock)
         if not url.startswith(_REDIS_SCHEMES):
             raise ValueError(f"cache URL must start with one of {', '.join(_REDIS_SCHEMES)}; got {url!r}")
-        backend = RedisBackend(redis_client_from_url(url), owns_client=True)
+        backend = RedisBackend(client_from_url(url), owns_client=True)
         return cls(backend, prefix=kw.get("prefix", "certq"), clock=clock)
 
     @property

@@ -4,8 +4,8 @@ One object holds what the runner needs, in memory (one process, the default) or 
 gateway instance, with an in-process fallback while Redis is down):
 
     state = ResilienceState.from_url(os.environ.get("CERTQ_REDIS_URL"))   # None or "": in-process
-    state = ResilienceState.from_redis(client)               # a redis.asyncio.Redis you already have
-    ResilienceState.memory() / ResilienceState.redis(client) # the same, spelled for each backend
+    state = ResilienceState.redis(client)                    # a redis.asyncio.Redis you already have
+    state = ResilienceState.memory()                         # in-process (what from_url(None) gives)
     runner = Runner(breakers=state.breakers, limiters=state.limiters)
     await state.breakers.state("mem")                        # BreakerState(state=..., ...)
     state.health.snapshot() if state.health else None        # Redis outages, fallbacks
@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from aggregator.redisconn import client_from_url
 from aggregator.resilience.circuit import (
     BreakerRegistry,
     BreakerState,
@@ -32,7 +33,7 @@ from aggregator.resilience.circuit import (
     Permit,
     RedisBreakers,
 )
-from aggregator.resilience.health import RedisHealth, redis_client
+from aggregator.resilience.health import RedisHealth
 from aggregator.resilience.ratelimit import LimiterRegistry, MemoryLimiters, RedisLimiters
 from aggregator.resilience.stats import SourceStats
 
@@ -49,7 +50,6 @@ __all__ = [
     "RedisLimiters",
     "ResilienceState",
     "SourceStats",
-    "redis_client",
 ]
 
 
@@ -63,23 +63,10 @@ class ResilienceState:
     owned_client: Any | None = None  # a client made by `from_url`, closed by `aclose`
 
     @classmethod
-    def from_url(cls, url: str | None, *, prefix: str = "certq") -> ResilienceState:
-        """Shared state in the Redis at `url` (a client from `redis_client`), or in-process state when the
-        URL is None or empty (the embedded default)."""
-        if not url:
-            return cls.from_redis(None)
-        client = redis_client(url)
-        state = cls.from_redis(client, prefix=prefix)
-        return cls(state.breakers, state.limiters, state.health, owned_client=client)
-
-    async def aclose(self) -> None:
-        if self.owned_client is not None:
-            await self.owned_client.aclose()
-
-    @classmethod
     def memory(cls, *, clock: Callable[[], float] | None = None) -> ResilienceState:
-        """In-process state (the embedded default): `from_redis(None)`."""
-        return cls.from_redis(None, clock=clock)
+        """In-process state (the embedded default). `clock` defaults to `time.monotonic`."""
+        mono = clock or time.monotonic
+        return cls(BreakerRegistry.memory(clock=mono), LimiterRegistry.memory(clock=mono))
 
     @classmethod
     def redis(
@@ -90,25 +77,8 @@ class ResilienceState:
         clock: Callable[[], float] | None = None,
         health: RedisHealth | None = None,
     ) -> ResilienceState:
-        """State shared through `client` (a `redis.asyncio.Redis` owned by the caller)."""
-        return cls.from_redis(client, prefix=prefix, clock=clock, health=health)
-
-    @classmethod
-    def from_redis(
-        cls,
-        client: Any | None,
-        *,
-        prefix: str = "certq",
-        clock: Callable[[], float] | None = None,
-        health: RedisHealth | None = None,
-    ) -> ResilienceState:
-        """Shared state through `client` (a `redis.asyncio.Redis`), or in-process state when it is None.
-
-        `clock` defaults to `time.monotonic` in process and `time.time` with Redis (instances share it).
-        """
-        if client is None:
-            mono = clock or time.monotonic
-            return cls(BreakerRegistry.memory(clock=mono), LimiterRegistry.memory(clock=mono))
+        """State shared through `client` (a `redis.asyncio.Redis` owned by the caller). `clock` defaults to
+        `time.time`: instances share it."""
         wall = clock or time.time
         health = health or RedisHealth()
         return cls(
@@ -116,3 +86,17 @@ class ResilienceState:
             LimiterRegistry.redis(client, prefix=prefix, clock=wall, health=health),
             health,
         )
+
+    @classmethod
+    def from_url(cls, url: str | None, *, prefix: str = "certq") -> ResilienceState:
+        """Shared state in the Redis at `url` (a client from `redisconn.client_from_url`, closed by `aclose`),
+        or in-process state when the URL is None or empty."""
+        if not url:
+            return cls.memory()
+        client = client_from_url(url)
+        state = cls.redis(client, prefix=prefix)
+        return cls(state.breakers, state.limiters, state.health, owned_client=client)
+
+    async def aclose(self) -> None:
+        if self.owned_client is not None:
+            await self.owned_client.aclose()

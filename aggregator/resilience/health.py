@@ -20,33 +20,12 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
-
 from aggregator.cancellation import keep_cancellation
+from aggregator.redisconn import REDIS_FAILURES
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-# What a Redis call may raise when the server is gone or unwell. Anything else is a bug and propagates.
-REDIS_FAILURES: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
-
-
-def redis_client(url: str) -> Redis:
-    """A `redis.asyncio.Redis` suited to shared resilience state: short socket timeouts and one immediate
-    retry (for a pooled connection left stale by a Redis restart), so an outage is noticed in well under a
-    second instead of after redis-py's default backoff."""
-    return Redis.from_url(
-        url,
-        socket_connect_timeout=0.5,
-        socket_timeout=0.5,
-        retry=Retry(NoBackoff(), 1),
-        health_check_interval=30,
-    )
-
 
 class Recheck:
     """When to try a failed backend again: one probe at a time, after a pause that doubles per failed probe.
