@@ -110,6 +110,9 @@ def skip_reason(source: SourceConfig) -> str | None:
         return "uploaded records: read from the records store, not requested"
     if not source.enabled:
         return "source disabled"
+    if not source.configured:
+        env = f" (set {source.endpoint_env})" if source.endpoint_env else ""
+        return f"not configured: no endpoint set on this machine{env}"
     if source.canary is None:
         return "no [canary] numbers configured"
     return None

@@ -4,7 +4,7 @@
     certq import records.csv --department mem --quarter 2026Q3
     certq uploads list|show ID
     certq sources [--check]    certq recognition    certq demo    certq sandbox
-    certq serve --workers 4    certq keys create|list|revoke    certq audit
+    certq serve --workers 4    certq keys create|list|revoke    certq audit    certq doctor
 
 Exit codes of `certq lookup`: 0 valid; 1 not valid (expired, suspended, revoked, or another holder's);
 2 invalid input; 3 not found; 4 inconclusive (a source that could hold it did not answer).
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 
 import click
@@ -21,8 +22,9 @@ from rich.console import Console
 
 from aggregator.config import ConfigError, Settings
 from aggregator.errors import describe
+from aggregator.home import Home, HomeError
 from aggregator.models import Verdict
-from aggregator.render import catalogue_table, print_card, sources_table
+from aggregator.render import catalogue_table, print_card, print_rows, source_rows, sources_table
 
 EXIT_VALID, EXIT_NOT_VALID, EXIT_INVALID_INPUT, EXIT_NOT_FOUND, EXIT_INCONCLUSIVE = 0, 1, 2, 3, 4
 VERDICT_EXIT = {
@@ -49,7 +51,9 @@ def load_settings(config_dir: str | None) -> Settings:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
-def main(verbose: int) -> None:
+@click.option("--home", type=click.Path(file_okay=False), default=None,
+              help="certq's home: its database and settings.toml (default: CERTQ_HOME, else ./certq-data).")
+def main(verbose: int, home: str | None) -> None:
     """certq: one place to check a vocational certificate (一网查询).
 
     Looks a certificate number up in every department source that could hold it (uploaded quarterly
@@ -57,11 +61,19 @@ def main(verbose: int) -> None:
     source's status and freshness, conflicts between sources, and what the certificate entitles its
     holder to under the mutual-recognition catalogue.
 
-    Configuration: CERTQ_CONFIG_DIR (default: ./config), CERTQ_DATABASE_URL (default: SQLite at
-    CERTQ_DB_PATH or ./certq-data/certq.sqlite3), CERTQ_REDIS_URL (default: in-process cache).
+    Every command works in one home (--home, CERTQ_HOME, else ./certq-data): its SQLite database and its
+    settings.toml (database_url, redis_url, config_dir, [environment]). Environment variables override it:
+    CERTQ_DATABASE_URL, CERTQ_REDIS_URL, CERTQ_CONFIG_DIR. `certq doctor` says what is in use.
     """
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if home:
+        os.environ["CERTQ_HOME"] = home
+    try:
+        Home.load().export()  # the home's settings reach every command, and the server's worker processes
+    except HomeError as e:
+        err_console.print(f"[red]{describe(e).text}[/red]")
+        sys.exit(describe(e).exit_code)
 
 
 @main.command()
@@ -115,10 +127,15 @@ def lookup(
 
 @main.command()
 @click.option("--check", is_flag=True, help="Run each source's canary numbers and report ok / drifted / unreachable.")
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print the list as CSV.")
 @click.option("--config-dir", envvar="CERTQ_CONFIG_DIR", help="Config directory.")
-def sources(check: bool, config_dir: str | None) -> None:
+def sources(check: bool, as_json: bool, as_csv: bool, config_dir: str | None) -> None:
     """List the configured sources (and check them with --check)."""
     settings = load_settings(config_dir)
+    if as_json or as_csv:
+        print_rows(source_rows(settings), as_json=as_json)
+        return
     console.print(sources_table(settings))
     if not check:
         return
@@ -134,14 +151,20 @@ def sources(check: bool, config_dir: str | None) -> None:
 
 
 @main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the catalogue as JSON.")
 @click.option("--config-dir", envvar="CERTQ_CONFIG_DIR", help="Config directory.")
-def recognition(config_dir: str | None) -> None:
+def recognition(as_json: bool, config_dir: str | None) -> None:
     """Print the mutual-recognition catalogue (对应目录 entries 1-7)."""
-    console.print(catalogue_table(load_settings(config_dir).recognition))
+    catalogue = load_settings(config_dir).recognition
+    if as_json:
+        click.echo(catalogue.model_dump_json(indent=2))
+    else:
+        console.print(catalogue_table(catalogue))
 
 
 def _register_subcommands() -> None:
     from aggregator.demo import demo_command
+    from aggregator.doctor import doctor_command
     from aggregator.records.cli import import_command, uploads_group
     from aggregator.sandbox.cli import sandbox_command
     from aggregator.web.cli import audit_command, keys_group, serve_command
@@ -153,6 +176,11 @@ def _register_subcommands() -> None:
     main.add_command(serve_command, "serve")
     main.add_command(keys_group, "keys")
     main.add_command(audit_command, "audit")
+    main.add_command(doctor_command, "doctor")
 
 
 _register_subcommands()
+
+
+if __name__ == "__main__":  # python -m aggregator.cli
+    main()

@@ -91,11 +91,41 @@ class SourceConfig(_Strict):
     canary: Canary | None = None
     options: dict[str, Any] = Field(default_factory=dict)  # adapter-specific, validated by the adapter
 
+    # The environment variable the endpoint names (`${CERTQ_MEM_URL:-}`), set at load time: where a home's
+    # settings.toml or the demo says where this source is.
+    endpoint_env: str | None = None
+
+    @field_validator("endpoint", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, v: Any) -> Any:
+        return None if isinstance(v, str) and not v.strip() else v
+
+    @field_validator("endpoint")
+    @classmethod
+    def _a_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(v.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{v!r} is not an http(s) URL")
+        try:
+            parts.port  # noqa: B018 - raises on a port that is not a number or out of range
+        except ValueError as e:
+            raise ValueError(f"{v!r} is not an http(s) URL: {e}") from None
+        return v.strip()
+
     @model_validator(mode="after")
-    def _endpoint_for_http(self) -> SourceConfig:
-        if self.mode in (Mode.API, Mode.HTML, Mode.LINK) and not self.endpoint:
-            raise ValueError(f"mode {self.mode.value!r} needs an endpoint")
+    def _endpoint_for_link(self) -> SourceConfig:
+        if self.mode == Mode.LINK and not self.endpoint:
+            raise ValueError("mode 'link' needs an endpoint (the public page to link to)")
         return self
+
+    @property
+    def configured(self) -> bool:
+        """A live source without an endpoint (none set for this machine) is not asked: it is skipped."""
+        return self.mode not in (Mode.API, Mode.HTML) or self.endpoint is not None
 
     @field_validator("patterns")
     @classmethod
@@ -174,9 +204,13 @@ class RecognitionCatalogue(_Strict):
 
 
 def default_config_dir() -> Path:
-    env = os.environ.get("CERTQ_CONFIG_DIR")
-    if env:
-        return Path(env)
+    """The home's config directory (CERTQ_CONFIG_DIR or its settings.toml), else the repository's `config/`,
+    else the copy installed with the package."""
+    from aggregator.home import Home
+
+    chosen = Home.load().config_dir
+    if chosen is not None:
+        return chosen
     repo = Path(__file__).resolve().parent.parent / "config"
     if repo.is_dir():
         return repo
@@ -193,10 +227,11 @@ def _expand_env(value: Any) -> Any:
     return value
 
 
-def _read_toml(path: Path, problems: list[str]) -> dict[str, Any] | None:
+def _read_toml(path: Path, problems: list[str], *, expand: bool = True) -> dict[str, Any] | None:
     try:
         with path.open("rb") as f:
-            return _expand_env(tomllib.load(f))
+            raw = tomllib.load(f)
+        return _expand_env(raw) if expand else raw
     except FileNotFoundError:
         problems.append(f"{path}: file is missing")
     except tomllib.TOMLDecodeError as e:
@@ -248,9 +283,12 @@ class Settings:
 
         sources: list[SourceConfig] = []
         for path in sorted((root / "sources").glob("*.toml")):
-            raw = _read_toml(path, problems)
+            raw = _read_toml(path, problems, expand=False)
             if raw is None:
                 continue
+            if isinstance(raw.get("endpoint"), str) and (ref := _ENV_REF.search(raw["endpoint"])):
+                raw.setdefault("endpoint_env", ref.group(1))
+            raw = _expand_env(raw)
             raw.setdefault("id", path.stem)
             if raw["id"] != path.stem:
                 problems.append(f"{path}: id: {raw['id']!r} differs from the file name {path.stem!r}")

@@ -2,9 +2,14 @@
 
 1. generates a realistic synthetic data set (aggregator/sandbox/dataset.py);
 2. writes each department's quarterly upload as a CSV file and imports it through the real importer into
-   a SQLite file (a re-run finds the files already imported and adds nothing);
-3. starts the simulated department sites (the sandbox) on loopback and points the live sources at them;
-4. serves the web pages and JSON API (or, with --no-serve, looks the example numbers up and exits).
+   the SQLite file of the demo's own home, certq-data/demo (a re-run finds the files already imported and
+   adds nothing);
+3. makes one API key per role the first time (kept, for the demo only, in the home's demo-keys.toml) and
+   prints them;
+4. starts the simulated department sites (the sandbox) on loopback, points the live sources at them and
+   records where they listen in the home's settings.toml, so that every other command run with
+   `CERTQ_HOME=certq-data/demo` (keys, lookup, uploads, audit) uses the same database and the same sites;
+5. serves the web pages and JSON API (or, with --no-serve, looks the example numbers up and exits).
 """
 
 from __future__ import annotations
@@ -51,32 +56,71 @@ def examples_table(dataset) -> Table:
     return t
 
 
+DEMO_ROLES = (("employer", "演示 某建筑公司 人事部", None), ("regulator", "演示 监管部门", None),
+              ("department", "演示 应急管理部 数据科", "mem"), ("admin", "演示 管理员", None))
+DEMO_KEYS_FILE = "demo-keys.toml"
+
+
+async def demo_keys(engine, home: Path) -> dict[str, str]:
+    """One key per role, made the first time and kept in the demo's home (a demo's keys guard nothing); a key
+    revoked or lost since is made again."""
+    import tomllib
+
+    from aggregator.web.keys import KeyStore, parse_key
+
+    store = KeyStore(engine)
+    file = home / DEMO_KEYS_FILE
+    kept: dict[str, str] = tomllib.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
+    live = {k.key_id: k for k in await store.list_keys() if not k.revoked}
+    out: dict[str, str] = {}
+    for role, label, department in DEMO_ROLES:
+        secret = kept.get(role)
+        if not secret or parse_key(secret) not in live:
+            _, secret = await store.create(role, label, department=department)
+        out[role] = secret
+    file.write_text("".join(f'{role} = "{secret}"\n' for role, secret in out.items()), encoding="utf-8")
+    file.chmod(0o600)
+    return out
+
+
 async def run_demo(
-    *, data_dir: Path, seed: int, holders: int, host: str, port: int, serve: bool, config_dir: str | None
+    *, home: Path, seed: int, holders: int, host: str, port: int, serve: bool, config_dir: str | None
 ) -> int:
     from aggregator.gateway import Gateway
+    from aggregator.home import DATABASE_FILE, HomeSettings, write_settings
     from aggregator.records.store import RecordStore
     from aggregator.render import print_card
     from aggregator.sandbox.dataset import generate
     from aggregator.sandbox.server import Sandbox
 
     settings = Settings.load(config_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    db_url = f"sqlite+aiosqlite:///{(data_dir / 'certq.sqlite3').resolve()}"
+    home.mkdir(parents=True, exist_ok=True)
+    db_url = f"sqlite+aiosqlite:///{(home / DATABASE_FILE).resolve()}"
     dataset = generate(seed=seed, holders=holders, today=date.today())
-    console.print(f"[bold]certq demo[/bold]: {holders} holders, upload quarter {dataset.upload_quarter}, data in {data_dir}")
+    console.print(f"[bold]certq demo[/bold]: {holders} holders, upload quarter {dataset.upload_quarter}, home {home}")
 
     store = await RecordStore.open(db_url)
     try:
-        await seed_records(store, dataset, data_dir)
+        await seed_records(store, dataset, home)
+        keys = await demo_keys(store.engine, home)
     finally:
         await store.close()
 
     async with Sandbox(dataset, ports=None) as sandbox:
+        live = settings.with_endpoints(sandbox.urls)
+        # Where the sites listen, for the other commands run in this home (the live sources' ${NAME}s).
+        environment = {
+            s.endpoint_env: sandbox.urls[s.id] for s in settings.sources if s.id in sandbox.urls and s.endpoint_env
+        }
+        write_settings(home, HomeSettings(environment=environment))  # the database is the home's own file
         for site, url in sandbox.urls.items():
             console.print(f"  sandbox {site:12} {url}")
-        live = settings.with_endpoints(sandbox.urls)
         console.print(examples_table(dataset))
+        console.print(keys_table(keys))
+        console.print(
+            f"\n[bold]另开一个终端 in another terminal:[/bold]  export CERTQ_HOME={home}\n"
+            "  then certq lookup / keys list / uploads list / audit use this demo's database and sites."
+        )
         if not serve:
             async with await Gateway.open(live, database_url=db_url, redis_url="") as gw:
                 for e in dataset.examples[:4]:
@@ -85,11 +129,19 @@ async def run_demo(
         return await _serve(live, db_url, host, port)
 
 
+def keys_table(keys: dict[str, str]) -> Table:
+    t = Table(title="演示密钥 demo API keys (Authorization: Bearer <key>)", title_justify="left")
+    t.add_column("role")
+    t.add_column("key", overflow="fold")
+    for role, secret in keys.items():
+        t.add_row(role, secret)
+    return t
+
+
 async def _serve(settings: Settings, db_url: str, host: str, port: int) -> int:
     import uvicorn
 
     from aggregator.web.app import create_app
-
     from aggregator.web.config import WebConfig
     from aggregator.web.protocol import guarded_protocol
 
@@ -104,8 +156,10 @@ async def _serve(settings: Settings, db_url: str, host: str, port: int) -> int:
 
 
 @click.command()
-@click.option("--data-dir", type=click.Path(path_type=Path), default=Path("certq-data/demo"), show_default=True,
-              help="Where the demo's SQLite file and upload CSVs go.")
+@click.option("--home", "home", type=click.Path(path_type=Path, file_okay=False), default=Path("certq-data/demo"),
+              show_default=True, help="The demo's home: its SQLite file, settings.toml, upload CSVs and keys.")
+@click.option("--data-dir", "data_dir", type=click.Path(path_type=Path, file_okay=False), default=None, hidden=True,
+              help="Old name of --home.")
 @click.option("--seed", type=int, default=2026, show_default=True, help="Seed of the synthetic data set.")
 @click.option("--holders", type=click.IntRange(50, 200_000), default=3000, show_default=True, help="How many holders.")
 @click.option("--host", default="127.0.0.1", show_default=True)
@@ -113,11 +167,14 @@ async def _serve(settings: Settings, db_url: str, host: str, port: int) -> int:
 @click.option("--serve/--no-serve", default=True, show_default=True,
               help="Serve the web app; --no-serve looks a few example numbers up and exits.")
 @click.option("--config-dir", envvar="CERTQ_CONFIG_DIR", help="Config directory.")
-def demo_command(data_dir: Path, seed: int, holders: int, host: str, port: int, serve: bool, config_dir: str | None) -> None:
+def demo_command(
+    home: Path, data_dir: Path | None, seed: int, holders: int, host: str, port: int, serve: bool, config_dir: str | None
+) -> None:
     """Run the whole service locally: sample records, simulated department sites, and the web app."""
     with contextlib.suppress(KeyboardInterrupt):
         sys.exit(
             asyncio.run(
-                run_demo(data_dir=data_dir, seed=seed, holders=holders, host=host, port=port, serve=serve, config_dir=config_dir)
+                run_demo(home=data_dir or home, seed=seed, holders=holders, host=host, port=port, serve=serve,
+                         config_dir=config_dir)
             )
         )

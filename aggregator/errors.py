@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aggregator.config import ConfigError
+from aggregator.home import HomeError
 from aggregator.models import ErrorKind
 from aggregator.numbers import NumberError
 
@@ -41,7 +42,7 @@ def describe(exc: BaseException) -> UserError:
     if isinstance(exc, NumberError):
         zh, _, en = exc.reason.partition(" (")
         return UserError(422, 2, "invalid-number", zh, en.rstrip(")") or exc.reason)
-    if isinstance(exc, ConfigError):
+    if isinstance(exc, (ConfigError, HomeError)):
         return UserError(500, 78, "invalid-configuration", "配置有误", str(exc))
     # The most specific registered class wins, whatever the order of registration (as Starlette looks up its
     # exception handlers: along the exception's MRO).

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime
@@ -23,14 +22,15 @@ from adapters.registry import build_adapter
 from aggregator.cache import SourceCache
 from aggregator.cache.coalesce import SingleFlight
 from aggregator.config import Settings, SourceConfig
+from aggregator.home import Home
 from aggregator.merge import build_answer
 from aggregator.models import Answer, Department, ErrorKind, Mode, Outcome, Query, SourceResult
 from aggregator.numbers import parse_number
 from aggregator.records.live import LiveHistory
 from aggregator.records.store import RecordStore
 from aggregator.resilience import ResilienceState
-from aggregator.routing import holder_id_for, route
 from aggregator.runner import Runner
+from aggregator.selection import holder_id_for, select_sources
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class Gateway:
         self.today = today
         self._redis = redis_client
         self._adapters = {
-            s.id: build_adapter(s) for s in settings.sources if s.enabled and s.mode != Mode.RECORDS
+            s.id: build_adapter(s) for s in settings.sources if s.enabled and s.configured and s.mode != Mode.RECORDS
         }
         self._generations: dict[Department, tuple[float, int]] = {}
         # One store read per department when the memo lapses, shared by every lookup waiting for it (without
@@ -98,9 +98,10 @@ class Gateway:
     ) -> Gateway:
         """A gateway on the embedded defaults (SQLite, in-process cache) unless URLs say otherwise.
 
-        `database_url` defaults to CERTQ_DATABASE_URL, `redis_url` to CERTQ_REDIS_URL."""
+        `database_url` and `redis_url` default to the home's (CERTQ_DATABASE_URL, CERTQ_REDIS_URL or its
+        settings.toml: see `aggregator.home`); "" for `redis_url` means the in-process cache."""
         store = await RecordStore.open(database_url)
-        redis_url = redis_url if redis_url is not None else os.environ.get("CERTQ_REDIS_URL")
+        redis_url = redis_url if redis_url is not None else Home.load().redis_url
         if redis_url:
             cache = SourceCache.from_url(redis_url)
             kw.setdefault("resilience", ResilienceState.redis(cache.client))
@@ -141,7 +142,7 @@ class Gateway:
         query = Query(number=classification.number, name=(name or "").strip() or None, id_number=id_norm)
         deadline = started + (deadline_s if deadline_s is not None else self.deadline_s)
 
-        ask, skipped = route(self.settings.sources, classification, query)
+        ask, skipped = select_sources(self.settings.sources, classification, query)
         # Sources that can answer without waiting (a link-out, a fresh in-process cache entry) answer here;
         # only the others get a task and a timer.
         results: list[SourceResult] = []

@@ -28,6 +28,12 @@ DEPARTMENT_NAMES: dict[Department, str] = {
     Department.SAMR: "市场监管总局",
     Department.MOHRSS: "人力资源社会保障部",
 }
+DEPARTMENT_SHORT_NAMES: dict[Department, str] = {
+    Department.MEM: "应急管理部",
+    Department.MOHURD: "住建部",
+    Department.SAMR: "市场监管总局",
+    Department.MOHRSS: "人社部",
+}
 
 
 class CertKind(StrEnum):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console, Group
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -11,9 +12,11 @@ from aggregator.config import RecognitionCatalogue, Settings
 from aggregator.models import (
     CERT_KIND_NAMES,
     DEPARTMENT_NAMES,
+    DEPARTMENT_SHORT_NAMES,
     DETAIL_FIELDS,
     VERDICT_LABELS,
     Answer,
+    Department,
     Outcome,
     Verdict,
     field_label,
@@ -91,27 +94,47 @@ def answer_card(a: Answer) -> Panel:
     return Panel(Group(*parts), title="certq", expand=False)
 
 
+def source_rows(settings: Settings) -> list[dict[str, str]]:
+    """One row per source, as `certq sources` lists it (also for --json and --csv)."""
+    rows = []
+    for s in settings.sources:
+        if s.mode.value == "records":
+            where, state = "(records store)", "enabled"
+        elif s.endpoint is None:
+            where, state = f"(set {s.endpoint_env})" if s.endpoint_env else "(no endpoint)", "not configured"
+        else:
+            where, state = s.endpoint, "enabled"
+        rows.append(
+            {
+                "id": s.id,
+                "department": s.department.value,
+                "mode": s.mode.value,
+                "formats": ",".join(s.patterns),
+                "endpoint": where,
+                "timeout": f"{s.timeout_s:g}s",
+                "state": state if s.enabled else "disabled",
+            }
+        )
+    return rows
+
+
 def sources_table(settings: Settings) -> Table:
     t = Table(title=f"sources ({settings.config_dir})", title_justify="left")
-    for col in ("id", "部门", "方式", "编号格式", "地址", "超时", "状态"):
-        t.add_column(col)
-    for s in settings.sources:
-        t.add_row(
-            s.id,
-            DEPARTMENT_NAMES[s.department],
-            s.mode.value,
-            ",".join(s.patterns),
-            s.endpoint or "(store)",
-            f"{s.timeout_s:g}s",
-            "enabled" if s.enabled else "disabled",
-        )
+    # Nothing a person must type back is cut: ids never wrap, addresses and formats fold.
+    for col, fold in (("id", False), ("部门", False), ("方式", False), ("编号格式", True), ("地址", True),
+                      ("超时", False), ("状态", False)):  # fmt: skip
+        t.add_column(col, overflow="fold", no_wrap=not fold)
+    words = {"enabled": "启用", "not configured": "未配置", "disabled": "停用"}
+    for row in source_rows(settings):
+        cells = {**row, "department": DEPARTMENT_SHORT_NAMES[Department(row["department"])], "state": words[row["state"]]}
+        t.add_row(*(escape(v) for v in cells.values()))
     return t
 
 
 def catalogue_table(cat: RecognitionCatalogue) -> Table:
     t = Table(title=f"职业技能证书对应目录 — {cat.notice}", title_justify="left", show_lines=True)
     for col in ("序号", "持有", "可申请", "免予", "视同 / 可报考", "依据"):
-        t.add_column(col)
+        t.add_column(col, overflow="fold")
     for e in cat.entries:
         h = e.holder
         held = " / ".join(x for x in (DEPARTMENT_NAMES[h.department], h.category, h.operation_item) if x)
@@ -123,3 +146,25 @@ def catalogue_table(cat: RecognitionCatalogue) -> Table:
 
 def print_card(console: Console, a: Answer) -> None:
     console.print(answer_card(a))
+
+
+def print_rows(rows: list[dict[str, object]], *, as_json: bool) -> None:
+    """A listing as JSON (a list of objects) or CSV (a header line, then a line a row; formula injection
+    neutralised), on standard output: for --json and --csv."""
+    import csv
+    import json
+    import sys
+
+    if as_json:
+        print(json.dumps(rows, ensure_ascii=False, indent=2, default=str))
+        return
+    writer = csv.writer(sys.stdout)
+    if rows:
+        writer.writerow(rows[0].keys())
+    for row in rows:
+        writer.writerow([_cell(v) for v in row.values()])
+
+
+def _cell(value: object) -> str:
+    text = "" if value is None else str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text

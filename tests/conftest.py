@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from datetime import date
 from pathlib import Path
 
@@ -15,6 +16,12 @@ REQUIRE_SERVICES = os.environ.get("CERTQ_REQUIRE_SERVICES") == "1"
 FIXTURES = Path(__file__).parent / "fixtures"
 # A fixed "today" so that expiry-dependent tests do not drift with the calendar.
 TODAY = date(2026, 11, 25)
+
+# A fresh install leaves the live sources unconfigured (skipped); the tests point them at the simulated sites'
+# default ports (`certq sandbox`), and at a home of their own, never the developer's ./certq-data.
+for _site, _port in {"mem": 18701, "samr": 18702, "mohrss": 18703, "mohurd": 18704}.items():
+    os.environ.setdefault(f"CERTQ_{_site.upper()}_URL", f"http://127.0.0.1:{_port}")
+os.environ.setdefault("CERTQ_HOME", tempfile.mkdtemp(prefix="certq-test-home-"))
 
 
 def _service_url(var: str, what: str) -> str:

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from aggregator.models import CertStatus, Department
 from aggregator.records import AlreadyImported, BatchStatus, InvalidQuarter, RecordStore
-from aggregator.records import store as store_module
+from aggregator.records import ingest as ingest_module
 from aggregator.records.schema import LOOKUP_INDEXES, metadata
 from tests.records_support import (
     BACKENDS,
@@ -345,7 +345,7 @@ def fail_on_second_call():
 
 
 async def test_a_failure_half_way_leaves_nothing_of_the_batch(store, tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(store_module, "CHUNK_ROWS", 2)
+    monkeypatch.setattr(ingest_module, "CHUNK_ROWS", 2)
     ids = [ID_ZHANG, ID_LI, ID_WANG, ID_ZHAO, ID_X]
     path = write_csv(tmp_path / "mem.csv", [mem_row(i, f"持证人{k}") for k, i in enumerate(ids)])
     progress, calls = fail_on_second_call()
@@ -364,7 +364,7 @@ async def test_a_failure_half_way_leaves_nothing_of_the_batch(store, tmp_path, m
 
 async def test_a_failure_half_way_leaves_the_older_quarter_current(store, tmp_path, monkeypatch) -> None:
     q1 = await import_rows(store, tmp_path, "q1.csv", [mem_row(), mem_row(ID_LI, "李四")], quarter="2026Q1")
-    monkeypatch.setattr(store_module, "CHUNK_ROWS", 1)
+    monkeypatch.setattr(ingest_module, "CHUNK_ROWS", 1)
     progress, _calls = fail_on_second_call()
     path = write_csv(tmp_path / "q2.csv", [mem_row(status="吊销"), mem_row(ID_LI, "李四", status="吊销")])
 
@@ -379,7 +379,7 @@ async def test_a_failure_half_way_leaves_the_older_quarter_current(store, tmp_pa
 
 async def test_the_lookup_indexes_survive_a_failed_first_import(store, tmp_path, monkeypatch) -> None:
     # On an empty SQLite table the importer drops the lookup indexes and rebuilds them at the end.
-    monkeypatch.setattr(store_module, "CHUNK_ROWS", 1)
+    monkeypatch.setattr(ingest_module, "CHUNK_ROWS", 1)
     progress, _calls = fail_on_second_call()
     path = write_csv(tmp_path / "mem.csv", [mem_row(), mem_row(ID_LI, "李四")])
 
@@ -392,7 +392,7 @@ async def test_the_lookup_indexes_survive_a_failed_first_import(store, tmp_path,
 
 
 async def test_a_bad_row_in_a_later_chunk_rejects_the_rows_of_earlier_chunks(store, tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(store_module, "CHUNK_ROWS", 2)
+    monkeypatch.setattr(ingest_module, "CHUNK_ROWS", 2)
     rows = [mem_row(), mem_row(ID_LI, "李四"), mem_row(ID_ZHAO, "赵六"), mem_row(ID_X, "钱七"),
             mem_row(BAD_CHECK, "王五")]
 
@@ -404,7 +404,7 @@ async def test_a_bad_row_in_a_later_chunk_rejects_the_rows_of_earlier_chunks(sto
 
 
 async def test_progress_counts_rows_and_ends_at_the_files_size(store, tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(store_module, "CHUNK_ROWS", 2)
+    monkeypatch.setattr(ingest_module, "CHUNK_ROWS", 2)
     path = write_csv(tmp_path / "mem.csv", [mem_row(i) for i in (ID_ZHANG, ID_LI, ID_WANG, ID_ZHAO, ID_X)])
     calls: list[tuple[int, int, int]] = []
 

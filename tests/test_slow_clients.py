@@ -240,12 +240,13 @@ def test_connections_over_the_cap_from_one_ip_are_refused_until_some_close(port:
         time.sleep(0.05)
 
 
-def test_a_request_head_larger_than_64_kib_is_refused(port: int) -> None:
+def test_a_request_head_larger_than_64_kib_is_refused(port: int, request: pytest.FixtureRequest) -> None:
+    if request.node.callspec.params.get("port") == "h11":
+        pytest.skip("h11 (only used where httptools is missing) bounds incomplete heads itself, at 16 KiB")
     with connect(port) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: certq\r\n" + b"X-Pad: " + b"a" * (70 * 1024) + b"\r\n\r\n")
         got, closed_after = read_until_closed(sock, 2.0)
-    # httptools answers 431; h11 (which has its own, smaller bound) answers 431 or resets first
-    assert closed_after is not None and (got.startswith(b"HTTP/1.1 431 ") or not got)
+    assert closed_after is not None and got.startswith(b"HTTP/1.1 431 ")
     with connect(port) as sock:  # a normal head still goes through
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: certq\r\nX-Pad: " + b"a" * 4000 + b"\r\n\r\n")
         assert read_response(sock)[0] == 200
@@ -283,3 +284,12 @@ def test_the_limits_come_from_the_environment_and_reach_worker_processes(monkeyp
 
     proto = worker_class(config=uvicorn.Config(noop), server_state=ServerState(), app_state={}, _loop=object())
     assert proto._limits == Limits(header_timeout=3.0, max_per_ip=7)
+
+
+def test_a_large_body_sent_with_its_head_is_not_taken_for_a_large_head(port: int) -> None:
+    body = b"x" * (200 * 1024)
+    head = b"POST /healthz HTTP/1.1\r\nHost: certq\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n" % len(body)
+    with connect(port) as sock:
+        sock.sendall(head + body)  # one write: the first chunk the server reads holds head and body
+        status, _ = read_response(sock)
+    assert status != 431

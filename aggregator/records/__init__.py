@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+from aggregator.records.database import database_url_from_env, normalise_database_url
+from aggregator.records.reads import RecordsHit
 from aggregator.records.report import (
     AlreadyImported,
     BatchReport,
@@ -20,7 +22,7 @@ from aggregator.records.report import (
     RowProblem,
     parse_quarter,
 )
-from aggregator.records.store import RecordsHit, RecordStore, database_url_from_env, normalise_database_url
+from aggregator.records.store import RecordStore
 
 __all__ = [
     "AlreadyImported",

@@ -27,6 +27,7 @@ from rich.table import Table
 from aggregator.errors import describe
 from aggregator.models import Department
 from aggregator.records.report import AlreadyImported, BatchReport, BatchStatus, BatchSummary, InvalidQuarter
+from aggregator.render import print_rows
 
 if TYPE_CHECKING:
     from aggregator.records.store import RecordStore
@@ -199,6 +200,9 @@ def print_report(report: BatchReport, *, limit: int | None) -> None:
 
 def summaries_table(batches: list[BatchSummary]) -> Table:
     table = Table("id", "department", "quarter", "file", "uploaded (UTC)", "by", "rows", "imported", "rejected", "status")
+    for column in table.columns:  # long cells fold, nothing is cut; ids, quarters and counts never wrap
+        column.overflow = "fold"
+        column.no_wrap = column.header in ("id", "quarter", "rows", "imported", "rejected", "status")
     for b in batches:
         table.add_row(
             str(b.id), b.department.value, b.quarter, b.file_name, f"{b.uploaded_at:%Y-%m-%d %H:%M}", b.uploaded_by,
@@ -219,13 +223,16 @@ def uploads_group() -> None:
 @click.option("--department", "-d", type=click.Choice([d.value for d in Department]), help="Only this department.")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000), help="Newest N batches.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV.")
 @_db_option
-def uploads_list(department: str | None, limit: int, as_json: bool, database_url: str | None) -> None:
+def uploads_list(department: str | None, limit: int, as_json: bool, as_csv: bool, database_url: str | None) -> None:
     """List uploads, newest first (rejected ones too: their reports say what to fix)."""
 
     batches = _with_store(database_url, None, lambda store: store.list_batches(department, limit=limit))
     if as_json:
         click.echo("[" + ",\n".join(b.model_dump_json() for b in batches) + "]")
+    elif as_csv:
+        print_rows([b.model_dump(mode="json") for b in batches], as_json=False)
     elif not batches:
         console.print("还没有上传 (no uploads yet)")
     else:

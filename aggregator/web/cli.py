@@ -156,27 +156,51 @@ def keys_create(role: str, label: str, department: str | None, database_url: str
 @click.argument("key_id")
 @_db_option
 def keys_revoke(key_id: str, database_url: str | None) -> None:
-    """Revoke a key by its id (requests with it are refused at once by this database's servers)."""
+    """Revoke a key by its id, or a prefix of it that only one key has (requests with it are refused at once
+    by this database's servers)."""
     from aggregator.web.keys import KeyStore
 
-    if not _with_store(database_url, lambda engine: KeyStore(engine).revoke(key_id.strip())):
-        err_console.print(f"[red]没有这个密钥 (no key with id {key_id})[/red]")
+    wanted = key_id.strip().lower()
+
+    async def revoke(engine: Any) -> tuple[str | None, list[str]]:
+        store = KeyStore(engine)
+        ids = [k.key_id for k in await store.list_keys()]
+        matches = [i for i in ids if i == wanted] or [i for i in ids if i.startswith(wanted)]
+        if len(matches) != 1 or not wanted:
+            return None, matches
+        await store.revoke(matches[0])
+        return matches[0], matches
+
+    revoked, matches = _with_store(database_url, revoke)
+    if revoked is None:
+        if matches:
+            err_console.print(f"[red]前缀 {key_id} 对应多个密钥，请写得更长 (the prefix matches {len(matches)} keys: "
+                              f"{', '.join(matches)})[/red]")  # fmt: skip
+        else:
+            err_console.print(f"[red]没有这个密钥 (no key with id {key_id})[/red]")
         sys.exit(1)
-    console.print(f"已吊销 revoked {key_id}")
+    console.print(f"已吊销 revoked {revoked}")
 
 
 @keys_group.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV.")
 @_db_option
-def keys_list(as_json: bool, database_url: str | None) -> None:
-    """List keys (ids, roles, labels; never the keys themselves)."""
+def keys_list(as_json: bool, as_csv: bool, database_url: str | None) -> None:
+    """List keys (whole ids, roles, labels; never the keys themselves)."""
+    from aggregator.render import print_rows
     from aggregator.web.keys import KeyStore
 
     keys = _with_store(database_url, lambda engine: KeyStore(engine).list_keys())
     if as_json:
         click.echo(json.dumps([k.as_dict() for k in keys], ensure_ascii=False, indent=2))
         return
+    if as_csv:
+        print_rows([k.as_dict() for k in keys], as_json=False)
+        return
     table = Table("key id", "role", "department", "label", "created", "revoked")
+    table.columns[0].no_wrap = True  # a key id is typed back (revoke): never cut or wrapped
+    table.columns[3].overflow = "fold"
     for k in keys:
         table.add_row(
             k.key_id,
@@ -196,9 +220,11 @@ def keys_list(as_json: bool, database_url: str | None) -> None:
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000), help="Newest N entries.")
 @click.option("--key", "key_id", help="Only this key's lookups.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV.")
 @_db_option
-def audit_command(limit: int, key_id: str | None, as_json: bool, database_url: str | None) -> None:
+def audit_command(limit: int, key_id: str | None, as_json: bool, as_csv: bool, database_url: str | None) -> None:
     """Read the audit log: who looked up which number, in what role, why, and the verdict."""
+    from aggregator.render import print_rows
     from aggregator.web.audit import AuditLog
 
     entries = _with_store(database_url, lambda engine: AuditLog(engine).read(limit=limit, key_id=key_id))
@@ -206,9 +232,14 @@ def audit_command(limit: int, key_id: str | None, as_json: bool, database_url: s
         for e in entries:
             click.echo(json.dumps(e.as_dict(), ensure_ascii=False))
         return
+    if as_csv:
+        print_rows([e.as_dict() for e in entries], as_json=False)
+        return
     table = Table(
         "time (UTC)", "key", "role", "action", "number", "name?", "name check", "verdict", "purpose", "client"
     )
+    for column in table.columns:  # long cells fold; nothing is cut
+        column.overflow = "fold"
     for e in entries:
         table.add_row(
             e.at.strftime("%Y-%m-%d %H:%M:%S"),

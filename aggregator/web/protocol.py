@@ -104,6 +104,10 @@ class Limits:
         return not any(address in net for net in self.uncapped)
 
 
+class _HeadTooLarge(Exception):
+    """Raised from a parser callback to stop parsing a head past MAX_HEAD_BYTES."""
+
+
 class SlowClientGuard:
     """Mixin for a uvicorn HTTP protocol class: the three rules of the module docstring.
 
@@ -133,7 +137,8 @@ class SlowClientGuard:
         self._received = 0  # bytes read on this connection
         self._window_start = 0  # self._received when the current body window began
         self._ip: str | None = None  # set while this connection counts against its IP's cap
-        self._head_bytes = 0  # bytes read since the current head began
+        self._head_bytes = 0  # bytes of the current head parsed so far
+        self._oversized = False  # the head passed MAX_HEAD_BYTES: answered 431, closing
 
     # --- asyncio.Protocol ----------------------------------------------------------------------------
 
@@ -154,11 +159,6 @@ class SlowClientGuard:
 
     def data_received(self, data: bytes) -> None:
         self._received += len(data)
-        if self._awaiting_head:
-            self._head_bytes += len(data)
-            if self._head_bytes > self._limits.max_head_bytes:  # httptools itself sets no bound on a head
-                self._close_oversized_head()
-                return
         super().data_received(data)  # type: ignore[misc]
         if not self._limits.header_timeout or self.transport.is_closing():
             return
@@ -282,9 +282,32 @@ else:
     class GuardedHttpToolsProtocol(SlowClientGuard, HttpToolsProtocol):  # type: ignore[no-redef]
         """uvicorn's httptools protocol with the slow-client rules."""
 
+        # httptools itself sets no bound on a head (h11 resets at about 16 KiB): count its parts as they are
+        # parsed, and past MAX_HEAD_BYTES answer 431 and stop (an exception from a callback stops the parser;
+        # uvicorn's own 400 for it is then not sent).
+
+        def on_url(self, url: bytes) -> None:
+            self._count_head(len(url))
+            super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._count_head(len(name) + len(value) + 4)
+            super().on_header(name, value)
+
         def on_headers_complete(self) -> None:
             self._head_arrived()
             super().on_headers_complete()
+
+        def send_400_response(self, msg: str) -> None:
+            if not self._oversized:
+                super().send_400_response(msg)
+
+        def _count_head(self, n: int) -> None:
+            self._head_bytes += n
+            if self._head_bytes > self._limits.max_head_bytes:
+                self._oversized = True
+                self._close_oversized_head()
+                raise _HeadTooLarge
 
 
 def guarded_protocol(web: WebConfig | None = None, http: str = "auto") -> type[asyncio.Protocol]:

@@ -13,7 +13,7 @@ from aggregator.models import Outcome, Query, SourceResult
 from aggregator.numbers import Classification
 
 
-def route(
+def select_sources(
     sources: list[SourceConfig], classification: Classification, query: Query
 ) -> tuple[list[SourceConfig], list[SourceResult]]:
     """Split `sources` into those to ask and skipped results for the others."""
@@ -23,6 +23,8 @@ def route(
     for s in sources:
         if not s.enabled:
             reason = "数据源已停用 (source disabled)"
+        elif not s.configured:
+            reason = "未配置：本机没有设置此数据源的地址 (not configured: no endpoint set on this machine)"
         elif "*" in s.patterns or fits & set(s.patterns) or (query.id_number and "id18" in s.patterns):
             ask.append(s)
             continue

@@ -1,0 +1,519 @@
+"""Importing an upload into the records store: one transaction per file, its rows checked, inserted and made current.
+
+`RecordIngest` is the import half of `RecordStore` (which it is mixed into); it needs the store's `engine` and
+`department_config`. `IncomingBatch` describes the upload being imported and builds its `BatchReport`; `_Tally`
+counts rows and keeps (bounded) problems as the chunks go by. See `RecordIngest.import_file` for the rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from aggregator.config import DepartmentConfig
+from aggregator.models import Department
+from aggregator.records import importer
+from aggregator.records.database import LOCK_CLASS, write_transaction
+from aggregator.records.importer import RECORD_COLUMNS, Chunk, ProgressCallback, Upload
+from aggregator.records.reads import LIVE
+from aggregator.records.report import (
+    MAX_KEPT_PROBLEMS,
+    AlreadyImported,
+    BatchReport,
+    BatchStatus,
+    BatchSummary,
+    RejectedRow,
+    RowProblem,
+    UnreadableFile,
+    parse_quarter,
+)
+from aggregator.records.schema import LOOKUP_INDEXES, batches, records
+
+CHUNK_ROWS = 5000
+_DEPT_LOCK = {d: i + 1 for i, d in enumerate(Department)}  # (LOCK_CLASS, n): one department's imports at a time
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingBatch:
+    """The upload being imported: what its row in `batches` and its report say about it besides the counts."""
+
+    department: Department
+    quarter: str  # as `parse_quarter` returns it: 2026Q1
+    file_name: str  # the name recorded (a web upload's own name, else the path's)
+    uploaded_by: str
+    partial: bool  # import the valid rows even if others are rejected
+    sha256: str  # of the file's content: the same content is imported once per department
+    uploaded_at: datetime  # UTC
+
+    def row(self, status: str) -> dict[str, Any]:
+        """The values of its `batches` row before the counts are known."""
+        return {
+            "department": self.department.value,
+            "quarter": self.quarter,
+            "file_name": self.file_name,
+            "sha256": self.sha256,
+            "uploaded_at": self.uploaded_at,
+            "uploaded_by": self.uploaded_by,
+            "status": status,
+        }
+
+    def report(
+        self,
+        batch_id: int,
+        status: BatchStatus,
+        *,
+        rows_total: int,
+        rows_rejected: int,
+        problems: list[RowProblem],
+        problems_total: int,
+        rejected_rows: list[RejectedRow] | None = None,
+        upload: Upload | None = None,
+        superseded: int = 0,
+        outdated: int = 0,
+    ) -> BatchReport:
+        """Its report as batch `batch_id`. A rejected batch imported no row; `upload` (None when the file
+        could not be opened) gives the file's format, encoding and warnings."""
+        return BatchReport(
+            id=batch_id,
+            department=self.department,
+            quarter=self.quarter,
+            file_name=self.file_name,
+            sha256=self.sha256,
+            uploaded_at=self.uploaded_at,
+            uploaded_by=self.uploaded_by,
+            rows_total=rows_total,
+            rows_imported=0 if status == BatchStatus.REJECTED else rows_total - rows_rejected,
+            rows_rejected=rows_rejected,
+            status=status,
+            file_format=upload.file_format if upload is not None else None,
+            encoding=upload.encoding if upload is not None else None,
+            partial=self.partial,
+            problems=problems,
+            problems_total=problems_total,
+            rejected_rows=rejected_rows or [],
+            warnings=upload.warnings if upload is not None else [],
+            superseded=superseded,
+            outdated=outdated,
+        )
+
+
+class RecordIngest:
+    """Imports of department files, through `engine`, with the upload settings of `department_config`."""
+
+    engine: AsyncEngine
+
+    def department_config(self, department: Department) -> DepartmentConfig:  # pragma: no cover - RecordStore's
+        raise NotImplementedError
+
+    @property
+    def _sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    async def import_file(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        department: Department | str,
+        quarter: str,
+        uploaded_by: str = "cli",
+        partial: bool = False,
+        progress: ProgressCallback | None = None,
+        file_name: str | None = None,
+    ) -> BatchReport:
+        """Import one department's quarterly records file (CSV, XLSX or XLS) and return its report.
+
+        - Every row is validated; by default a file with any invalid row is rejected whole and nothing is
+          imported. With `partial=True` the valid rows are imported and the others kept, with their reasons,
+          in the report (status `partial`). A rejected upload is recorded too (status `rejected`), so that
+          `get_batch` shows its report; it can be fixed and imported again.
+        - The same file content (sha256) imported twice for a department raises `AlreadyImported`, carrying
+          the existing batch's id, and adds nothing.
+        - A newer quarter supersedes the department's older rows for the same certificate (number and, see
+          `_sub_key`, operation item or category); older batches stay as history. A batch of an older quarter
+          imported later stays history where a newer quarter already holds the certificate.
+        - One transaction: an exception anywhere (including from `progress`) leaves nothing of the batch.
+        - `progress(rows_done, bytes_done, bytes_total)` is called every few thousand rows.
+        - `file_name` is the name to record (default: the path's name), e.g. the name of a web upload.
+        """
+        department = Department(department)
+        quarter = parse_quarter(quarter)
+        path = Path(path)
+        sha256 = await asyncio.to_thread(_sha256, path)
+        batch = IncomingBatch(
+            department=department,
+            quarter=quarter,
+            file_name=file_name or path.name,
+            uploaded_by=uploaded_by,
+            partial=partial,
+            sha256=sha256,
+            uploaded_at=datetime.now(UTC),
+        )
+        async with self.engine.connect() as conn:
+            existing = await _live_batch(conn, department, sha256)
+        if existing is not None:
+            raise AlreadyImported(existing, department, sha256)
+        try:
+            upload = await asyncio.to_thread(importer.open_upload, path, self.department_config(department))
+        except UnreadableFile as e:
+            return await self._record_rejected(batch, rows_total=0, problems=e.problems, problems_total=len(e.problems))
+        try:
+            return await self._import(upload, batch, progress)
+        finally:
+            upload.close()
+
+    async def _import(self, upload: Upload, batch: IncomingBatch, progress: ProgressCallback | None) -> BatchReport:
+        department, partial, sqlite = batch.department, batch.partial, self._sqlite
+        tally = _Tally(upload)
+        outcome: BatchReport | None = None
+        async with self.engine.connect() as conn:
+            await conn.execution_options(certq_write=True)
+            transaction = await conn.begin()
+            try:
+                if not sqlite:
+                    await conn.execute(
+                        sa.text("SELECT pg_advisory_xact_lock(:c, :d)"), {"c": LOCK_CLASS, "d": _DEPT_LOCK[department]}
+                    )
+                existing = await _live_batch(conn, department, batch.sha256)
+                if existing is not None:  # imported by someone else while this file was being opened
+                    raise AlreadyImported(existing, department, batch.sha256)
+                batch_id = await _insert_batch(conn, batch, status="importing")
+                bulk = sqlite and (await conn.execute(sa.text("SELECT 1 FROM records LIMIT 1"))).first() is None
+                if sqlite:
+                    await conn.exec_driver_sql("PRAGMA cache_size=-65536")
+                if bulk:  # an empty table: build the lookup indexes once at the end instead of row by row
+                    for index in LOOKUP_INDEXES:
+                        await conn.run_sync(lambda c, i=index: i.drop(c))
+                low = int((await conn.execute(sa.select(sa.func.coalesce(sa.func.max(records.c.id), 0)))).scalar())
+                insert = self._bulk_insert(batch_id, department)
+                try:
+                    async for chunk in _chunks(upload):
+                        tally.add(chunk)
+                        if chunk.records and (partial or not tally.rows_rejected):
+                            await insert(conn, chunk.records)
+                        if progress is not None:
+                            progress(tally.rows_total, chunk.bytes_done, upload.source.bytes_total)
+                except UnreadableFile as e:  # a CSV that breaks part-way: the rest cannot be trusted
+                    for problem in e.problems:
+                        tally.file_problem(problem.reason, problem.line)
+                if bulk:
+                    for index in LOOKUP_INDEXES:
+                        await conn.run_sync(lambda c, i=index: i.create(c))
+                high = int((await conn.execute(sa.select(sa.func.coalesce(sa.func.max(records.c.id), 0)))).scalar())
+                span = {"b": batch_id, "lo": low + 1, "hi": high, "d": department.value, "q": batch.quarter}
+                if tally.rows_total and not tally.file_level and (partial or not tally.rows_rejected):
+                    await self._reject_duplicates(conn, department, span, tally, delete=partial)
+                if not tally.rows_total:
+                    tally.file_problem("文件中没有数据行 (the file has no data rows)", upload.header_line)
+                imported = tally.rows_total - tally.rows_rejected
+                if tally.file_level or not imported or (tally.rows_rejected and not partial):
+                    await transaction.rollback()
+                else:
+                    superseded, outdated = 0, 0
+                    if await _has_other_batches(conn, department, batch_id):
+                        superseded, outdated = await self._supersede(conn, department, span)
+                    status = BatchStatus.PARTIAL if tally.rows_rejected else BatchStatus.IMPORTED
+                    outcome = tally.report(batch, batch_id, status, superseded=superseded, outdated=outdated)
+                    await _finish_batch(conn, outcome)
+                    await transaction.commit()
+            except BaseException:
+                if transaction.is_active:
+                    await transaction.rollback()
+                raise
+            finally:
+                if sqlite:
+                    await conn.exec_driver_sql("PRAGMA cache_size=-2000")
+        if outcome is not None:
+            return outcome
+        return await self._record_rejected(
+            batch,
+            rows_total=tally.rows_total,
+            rows_rejected=tally.rows_total if tally.file_level else tally.rows_rejected,
+            problems=tally.problems,
+            problems_total=tally.problems_total,
+            rejected_rows=tally.rejected_rows,
+            upload=upload,
+        )
+
+    async def _record_rejected(
+        self,
+        batch: IncomingBatch,
+        *,
+        rows_total: int,
+        problems: list[RowProblem],
+        problems_total: int,
+        rows_rejected: int | None = None,
+        rejected_rows: list[RejectedRow] | None = None,
+        upload: Upload | None = None,
+    ) -> BatchReport:
+        """Record a rejected upload (nothing of it imported), so that `get_batch` shows its report.
+        `rows_rejected` defaults to every row."""
+        async with write_transaction(self.engine) as conn:
+            batch_id = await _insert_batch(conn, batch, status="importing")
+            report = batch.report(
+                batch_id,
+                BatchStatus.REJECTED,
+                rows_total=rows_total,
+                rows_rejected=rows_total if rows_rejected is None else rows_rejected,
+                problems=problems,
+                problems_total=problems_total,
+                rejected_rows=rejected_rows,
+                upload=upload,
+            )
+            await _finish_batch(conn, report)
+        return report
+
+    def _bulk_insert(self, batch_id: int, department: Department) -> Any:
+        """A coroutine function inserting record tuples (see `importer.RECORD_COLUMNS`) into this batch."""
+        if self._sqlite:
+            sql = (
+                f"INSERT INTO records (batch_id, department, is_current, {', '.join(RECORD_COLUMNS)}) "
+                f"VALUES ({int(batch_id)}, '{department.value}', 1, {', '.join('?' * len(RECORD_COLUMNS))})"
+            )
+
+            async def insert_sqlite(conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> None:
+                await conn.exec_driver_sql(sql, rows)
+
+            return insert_sqlite
+
+        columns = ["batch_id", "department", "is_current", *RECORD_COLUMNS]
+        dates = [i for i, name in enumerate(RECORD_COLUMNS) if name in importer.DATE_COLUMNS]
+        head = (batch_id, department.value, True)
+
+        def typed(row: tuple[Any, ...]) -> tuple[Any, ...]:
+            values = list(row)
+            for i in dates:
+                if values[i] is not None:
+                    values[i] = date.fromisoformat(values[i])
+            return head + tuple(values)
+
+        async def insert_postgresql(conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> None:
+            raw = await conn.get_raw_connection()
+            await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
+                "records", records=[typed(r) for r in rows], columns=columns
+            )
+
+        return insert_postgresql
+
+    async def _supersede(self, conn: AsyncConnection, department: Department, span: dict[str, Any]) -> tuple[int, int]:
+        """Keep one current row per certificate: the one from the newest (quarter, batch). Returns how many
+        older rows this batch superseded and how many of its own rows were already outdated."""
+        cur, false = _current(self._sqlite), "0" if self._sqlite else "FALSE"
+        n_sub, o_sub, r_sub = _sub_key(department, "n"), _sub_key(department, "o"), _sub_key(department, "records")
+        outdated = await conn.execute(
+            sa.text(
+                f"UPDATE records SET is_current = {false} "
+                f"WHERE id BETWEEN :lo AND :hi AND batch_id = :b AND {cur} AND EXISTS ("
+                f" SELECT 1 FROM records o JOIN batches ob ON ob.id = o.batch_id"
+                f" WHERE o.department = :d AND o.number = records.number AND o.{cur} AND o.batch_id <> :b"
+                f" AND {o_sub} = {r_sub} AND (ob.quarter > :q OR (ob.quarter = :q AND ob.id > :b)))"
+            ),
+            span,
+        )
+        superseded = await conn.execute(
+            sa.text(
+                f"UPDATE records SET is_current = {false} WHERE id IN ("
+                f" SELECT o.id FROM records n JOIN records o ON o.department = n.department AND o.number = n.number"
+                f" WHERE n.id BETWEEN :lo AND :hi AND n.batch_id = :b AND n.{cur}"
+                f" AND o.department = :d AND o.{cur} AND o.batch_id <> :b AND {o_sub} = {n_sub})"
+            ),
+            span,
+        )
+        return superseded.rowcount or 0, outdated.rowcount or 0
+
+    async def _reject_duplicates(
+        self, conn: AsyncConnection, department: Department, span: dict[str, Any], tally: _Tally, *, delete: bool
+    ) -> None:
+        """Rows of this batch that repeat an earlier row's certificate (same number and sub-key) are problems;
+        with `delete` (partial imports) the repeats are removed and the first occurrence kept."""
+        cur, sub = _current(self._sqlite), _sub_key(department, "n")
+        groups = (
+            f"SELECT n.number AS number, {sub} AS sub FROM records n"
+            f" WHERE n.department = :d AND n.{cur} AND n.batch_id = :b AND n.number IN ("
+            f"  SELECT number FROM records WHERE department = :d AND {cur} GROUP BY number HAVING count(*) > 1)"
+            # by position: MOHURD's sub-key is the constant '', which PostgreSQL refuses in a GROUP BY
+            f" GROUP BY 1, 2 HAVING count(*) > 1"
+        )
+        # The groups first: almost always there are none, and then the join below, which visits every row of
+        # the batch (a million on a large file) to compare it with the groups, is not needed at all.
+        if (await conn.execute(sa.text(f"{groups} LIMIT 1"), span)).first() is None:
+            return
+        query = sa.text(
+            f"SELECT n.id, n.row_number, n.number, n.holder_name, n.category, n.operation_item, {sub} AS sub"
+            f" FROM records n JOIN ({groups}) g ON g.number = n.number AND g.sub = {sub}"
+            f" WHERE n.department = :d AND n.{cur} AND n.batch_id = :b ORDER BY n.number, sub, n.row_number"
+        )
+        first: dict[tuple[str, str], int] = {}
+        doomed: list[int] = []
+        result = await conn.stream(query, span)
+        async for row in result:
+            key = (row.number, row.sub)
+            if key not in first:
+                first = {key: row.row_number}  # rows arrive grouped: only the current group is remembered
+                continue
+            tally.duplicate(row, first[key], upload_labels=tally.upload.header.labels)
+            doomed.append(row.id)
+        if delete and doomed:
+            for start in range(0, len(doomed), 500):
+                await conn.execute(records.delete().where(records.c.id.in_(doomed[start : start + 500])))
+
+
+# --- The import's statements ---------------------------------------------------------------------
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _current(sqlite: bool) -> str:
+    """`records.is_current` as the partial lookup indexes spell it (see `schema`), so that they are used."""
+    return "is_current = 1" if sqlite else "is_current"
+
+
+def _sub_key(department: Department, alias: str) -> str:
+    """SQL for what, besides the number, tells a department's certificates apart (see `Certificate.key`):
+    MEM and MOHRSS issue several cards under one number (the holder's ID), one per operation item; a SAMR
+    number (the ID) carries one card per 从业种类 whose 持证项目 grow over time; a MOHURD number is one card."""
+    if department in (Department.MEM, Department.MOHRSS):
+        return f"COALESCE({alias}.operation_item, {alias}.category, '')"
+    if department == Department.SAMR:
+        return f"COALESCE({alias}.category, '')"
+    return "''"
+
+
+async def _live_batch(conn: AsyncConnection, department: Department, sha256: str) -> int | None:
+    """The id of the department's batch with this content that is imported or being imported, if any."""
+    query = sa.select(batches.c.id).where(
+        batches.c.department == department.value, batches.c.sha256 == sha256, batches.c.status != "rejected"
+    )
+    return (await conn.execute(query)).scalar()
+
+
+async def _has_other_batches(conn: AsyncConnection, department: Department, batch_id: int) -> bool:
+    query = (
+        sa.select(batches.c.id)
+        .where(batches.c.department == department.value, batches.c.status.in_(LIVE), batches.c.id != batch_id)
+        .limit(1)
+    )
+    return (await conn.execute(query)).first() is not None
+
+
+async def _insert_batch(conn: AsyncConnection, batch: IncomingBatch, *, status: str) -> int:
+    result = await conn.execute(batches.insert().returning(batches.c.id), batch.row(status))
+    return int(result.scalar_one())
+
+
+async def _finish_batch(conn: AsyncConnection, report: BatchReport) -> None:
+    extra = report.model_dump(mode="json", exclude=set(BatchSummary.model_fields))
+    await conn.execute(
+        batches.update()
+        .where(batches.c.id == report.id)
+        .values(
+            rows_total=report.rows_total,
+            rows_imported=report.rows_imported,
+            rows_rejected=report.rows_rejected,
+            status=report.status.value,
+            report=extra,
+        )
+    )
+
+
+# --- The chunks and their tally ------------------------------------------------------------------
+
+
+async def _chunks(upload: Upload) -> AsyncIterator[Chunk]:
+    """The upload's validated chunks, each read and validated in a worker thread so that the event loop
+    keeps serving (lookups, progress) while a large file is imported."""
+    iterator: Iterator[Chunk] = upload.chunks(CHUNK_ROWS)
+    done = object()
+    while True:
+        chunk = await asyncio.to_thread(next, iterator, done)
+        if chunk is done:
+            return
+        yield chunk  # type: ignore[misc]
+
+
+class _Tally:
+    """Counts and (bounded) problems of one import as its chunks go by."""
+
+    def __init__(self, upload: Upload) -> None:
+        self.upload = upload
+        self.rows_total = 0
+        self.rows_rejected = 0
+        self.problems: list[RowProblem] = []
+        self.problems_total = 0
+        self.rejected_rows: list[RejectedRow] = []
+        self.file_level = False
+
+    def add(self, chunk: Chunk) -> None:
+        self.rows_total += chunk.rows
+        self.rows_rejected += len(chunk.rejected)
+        self.problems_total += len(chunk.problems)
+        room = MAX_KEPT_PROBLEMS - len(self.problems)
+        for line, column, value, reason in chunk.problems[: max(room, 0)]:
+            self.problems.append(RowProblem(line=line, column=column, value=value, reason=reason))
+        room = MAX_KEPT_PROBLEMS - len(self.rejected_rows)
+        for line, cells in chunk.rejected[: max(room, 0)]:
+            self.rejected_rows.append(RejectedRow(line=line, cells=self.upload.rejected_cells(cells)))
+
+    def file_problem(self, reason: str, line: int) -> None:
+        self.file_level = True
+        self.problems_total += 1
+        self.problems.insert(0, RowProblem(line=line, reason=reason))
+
+    def duplicate(self, row: Any, first_line: int, *, upload_labels: Mapping[str, str]) -> None:
+        self.rows_rejected += 1
+        self.problems_total += 1
+        label = upload_labels.get("number")
+        if len(self.problems) < MAX_KEPT_PROBLEMS:
+            self.problems.append(
+                RowProblem(
+                    line=row.row_number,
+                    column=label,
+                    value=row.number,
+                    reason=f"与第 {first_line} 行是同一证书，重复 (the same certificate as line {first_line}: duplicate row)",
+                )
+            )
+        if len(self.rejected_rows) < MAX_KEPT_PROBLEMS:
+            cells = {
+                upload_labels.get(name, name): value
+                for name, value in (
+                    ("number", row.number),
+                    ("name", row.holder_name),
+                    ("category", row.category),
+                    ("operation_item", row.operation_item),
+                )
+                if value
+            }
+            self.rejected_rows.append(RejectedRow(line=row.row_number, cells=cells))
+
+    def report(
+        self, batch: IncomingBatch, batch_id: int, status: BatchStatus, *, superseded: int, outdated: int
+    ) -> BatchReport:
+        """The report of the imported batch: problems and rejected rows in line order."""
+        self.problems.sort(key=lambda p: p.line)
+        self.rejected_rows.sort(key=lambda r: r.line)
+        return batch.report(
+            batch_id,
+            status,
+            rows_total=self.rows_total,
+            rows_rejected=self.rows_rejected,
+            problems=self.problems,
+            problems_total=self.problems_total,
+            rejected_rows=self.rejected_rows,
+            upload=self.upload,
+            superseded=superseded,
+            outdated=outdated,
+        )
