@@ -36,6 +36,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aggregator.models import Outcome, Query, SourceResult
+from aggregator.records.database import write_transaction
 from aggregator.records.schema import live_answers
 
 log = logging.getLogger(__name__)
@@ -150,33 +151,31 @@ class LiveHistory:
                 confirms.append({"row_id": row.id, "seen": p.seen})
         if not inserts and not confirms:
             return
-        async with self.engine.connect() as conn:
-            await conn.execution_options(certq_write=True)
-            async with conn.begin():
-                if inserts:
-                    await conn.execute(
-                        live_answers.insert(),
-                        [
-                            {
-                                "source": p.source,
-                                "query_digest": p.query_digest,
-                                "number": p.number,
-                                "outcome": p.outcome,
-                                "content_digest": p.content_digest,
-                                "result": p.result,
-                                "first_seen": p.seen,
-                                "last_seen": p.seen,
-                            }
-                            for p in inserts
-                        ],
-                    )
-                if confirms:
-                    await conn.execute(
-                        live_answers.update()
-                        .where(live_answers.c.id == sa.bindparam("row_id"))
-                        .values(last_seen=sa.bindparam("seen")),
-                        confirms,
-                    )
+        async with write_transaction(self.engine) as conn:
+            if inserts:
+                await conn.execute(
+                    live_answers.insert(),
+                    [
+                        {
+                            "source": p.source,
+                            "query_digest": p.query_digest,
+                            "number": p.number,
+                            "outcome": p.outcome,
+                            "content_digest": p.content_digest,
+                            "result": p.result,
+                            "first_seen": p.seen,
+                            "last_seen": p.seen,
+                        }
+                        for p in inserts
+                    ],
+                )
+            if confirms:
+                await conn.execute(
+                    live_answers.update()
+                    .where(live_answers.c.id == sa.bindparam("row_id"))
+                    .values(last_seen=sa.bindparam("seen")),
+                    confirms,
+                )
         self.written += len(inserts)
 
     async def _newest_rows(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Any]:

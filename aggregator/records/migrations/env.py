@@ -32,7 +32,7 @@ def run_migrations(connection: Connection) -> None:
 
 
 async def _run_from_environment() -> None:
-    from aggregator.records.store import database_url_from_env
+    from aggregator.records.database import database_url_from_env
 
     engine = create_async_engine(config.get_main_option("sqlalchemy.url") or database_url_from_env())
     try:
@@ -43,7 +43,7 @@ async def _run_from_environment() -> None:
 
 
 def run_migrations_offline() -> None:
-    from aggregator.records.store import database_url_from_env
+    from aggregator.records.database import database_url_from_env
 
     context.configure(
         url=config.get_main_option("sqlalchemy.url") or database_url_from_env(),
