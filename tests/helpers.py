@@ -12,6 +12,19 @@ from aggregator.numbers import id_check_character
 
 CONFIG = Path(__file__).resolve().parent.parent / "config"
 
+class FakeClock:
+    """A clock a test moves by hand (`clock.advance(5)`), for breakers, caches and runners: no sleeps."""
+
+    def __init__(self, start: float = 1_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 KIND = {
     Department.MEM: CertKind.MEM_SPECIAL_OPERATION,
     Department.MOHURD: CertKind.MOHURD_CONSTRUCTION,

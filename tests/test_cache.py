@@ -20,20 +20,10 @@ from aggregator.models import (
     Query,
     SourceResult,
 )
+from tests.helpers import FakeClock
 
 FOUND_S, NOT_FOUND_S, MAX_STALE_S = 3600, 600, 86400
 T0 = 1_800_000_000.0
-
-
-class FakeClock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def make_source(source_id: str = "mem_records", *, timeout_s: float = 5.0, **ttl: int) -> SourceConfig:
@@ -95,7 +85,7 @@ QUERY = Query(number="T110105199003071239")
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(T0)
 
 
 @pytest.fixture

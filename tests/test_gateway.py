@@ -19,6 +19,7 @@ from aggregator.records.store import RecordStore
 from aggregator.resilience import ResilienceState
 from aggregator.sandbox.dataset import generate, write_upload_csv
 from aggregator.sandbox.server import Sandbox
+from tests.helpers import FakeClock
 
 TODAY = date(2026, 11, 25)
 DATASET = generate(seed=7, holders=300, today=TODAY)
@@ -44,14 +45,6 @@ async def db_url(tmp_path):
 async def sandbox():
     async with Sandbox(DATASET) as sb:
         yield sb
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def fast_settings(settings: Settings, sandbox: Sandbox, **source_updates) -> Settings:

@@ -28,19 +28,7 @@ from aggregator.resilience import (
     ResilienceState,
     SourceStats,
 )
-
-
-class FakeClock:
-    """A clock the test moves by hand: no sleeps for breaker timing."""
-
-    def __init__(self, start: float = 1_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.helpers import FakeClock
 
 
 def make_source(
@@ -85,7 +73,7 @@ async def _drop_prefix(client: Any, prefix: str) -> None:
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
 async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
-    clock = FakeClock()
+    clock = FakeClock(1_000_000.0)
     if request.param == "memory":
         yield Backend(
             "memory", clock, lambda: BreakerRegistry.memory(clock=clock), lambda: LimiterRegistry.memory(clock=clock)
@@ -285,7 +273,7 @@ async def test_limiters_are_per_source(backend: Backend) -> None:
 
 @pytest.mark.redis
 async def test_redis_limits_hold_across_instances(redis_url: str) -> None:
-    clock, prefix = FakeClock(), f"certq-test-{uuid.uuid4().hex[:12]}"
+    clock, prefix = FakeClock(1_000_000.0), f"certq-test-{uuid.uuid4().hex[:12]}"
     client = aioredis.Redis.from_url(redis_url)
     try:
         one = LimiterRegistry.redis(client, prefix=prefix, clock=clock)
@@ -314,7 +302,7 @@ def _client(port: int) -> aioredis.Redis:
 
 
 async def test_redis_state_falls_back_to_memory_when_redis_is_unreachable(caplog: pytest.LogCaptureFixture) -> None:
-    clock = FakeClock()
+    clock = FakeClock(1_000_000.0)
     client = _client(_free_port())  # nothing listens there
     state = ResilienceState.redis(client, prefix="certq-test-down", clock=clock)
     source = make_source(threshold=2, base=10, per_second=1, burst=1)
@@ -379,7 +367,7 @@ def own_redis() -> Iterator[RedisProcess]:
 
 
 async def test_redis_state_survives_a_redis_restart_and_is_shared_again_after(own_redis: RedisProcess) -> None:
-    clock = FakeClock()
+    clock = FakeClock(1_000_000.0)
     client = _client(own_redis.port)
     health = RedisHealth(recheck_s=0.0)
     state = ResilienceState.redis(client, clock=clock, health=health)

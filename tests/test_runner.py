@@ -32,19 +32,9 @@ from aggregator.config import Circuit, RateLimit, Retries, SourceConfig
 from aggregator.models import Certificate, CertKind, Department, ErrorKind, Mode, Outcome, Query
 from aggregator.resilience import BreakerRegistry, CircuitState, LimiterRegistry
 from aggregator.runner import Runner, decode_body
+from tests.helpers import FakeClock
 
 CAPTCHA_PAGE = "<html><head><title>安全验证</title></head><body><p>请输入验证码</p><img src='/c.jpg'></body></html>"
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class Site:
