@@ -1,7 +1,8 @@
 """Benchmarks for the source-result cache (aggregator/cache): each figure beside a baseline from the same run.
 
-    CERTQ_BENCH_REDIS_URL=redis://127.0.0.1:6379/0 python bench/bench_cache.py            # all three
-    python bench/bench_cache.py --only a --ops 20000                                         # one part
+    python bench/bench_cache.py                                  # all three, on a private redis-server
+    CERTQ_BENCH_REDIS_URL=redis://127.0.0.1:6379/0 python bench/bench_cache.py   # on the machine's Redis
+    python bench/bench_cache.py --only a --ops 20000             # one part
 
 (a) a fresh hit through SourceCache.fetch on Redis against a bare redis.asyncio GET of a value of the same
     size on the same client: per-operation latency, sequential and with 32 tasks (each on its own key, so
@@ -11,8 +12,8 @@
 (c) a Zipf (s=1.1) workload of 100,000 lookups over 20,000 numbers: hit ratio and upstream calls saved,
     memory and Redis backends, against the fewest calls possible (one per distinct number).
 
-The Redis URL defaults to CERTQ_BENCH_REDIS_URL, then CERTQ_TEST_REDIS_URL, then redis://127.0.0.1:6379/0.
-Keys live under a unique prefix and are deleted at the end.
+Redis: --redis-url, else CERTQ_BENCH_REDIS_URL, else a private redis-server started for the run on a free port
+(bench/common.py `bench_redis`). Keys live under a unique prefix and are deleted at the end.
 """
 
 from __future__ import annotations
@@ -25,24 +26,42 @@ import json
 import os
 import platform
 import random
-import statistics
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-import redis.asyncio as aioredis
-from aiohttp import ClientSession, web
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root: bench.common, aggregator
 
-from aggregator.cache import SourceCache
-from aggregator.config import CacheTtl, SourceConfig
-from aggregator.models import Certificate, CertKind, CertStatus, Department, Mode, Outcome, Query, SourceResult
+import redis.asyncio as aioredis  # noqa: E402
+from aiohttp import ClientSession, web  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
+from aggregator.cache import SourceCache  # noqa: E402
+from aggregator.config import CacheTtl, SourceConfig  # noqa: E402
+from aggregator.models import (  # noqa: E402
+    Certificate,
+    CertKind,
+    CertStatus,
+    Department,
+    Mode,
+    Outcome,
+    Query,
+    SourceResult,
+)
+from bench.common import (  # noqa: E402
+    ROOT,
+    BenchRedis,
+    Op,
+    bench_redis,
+    delete_prefix,
+    interleaved,
+    run_loop,
+    unique_prefix,
+)
+
 SOURCE_IDS = ("mem_records", "mohurd_records", "samr_records", "mohrss_records")
 DEPARTMENTS = {
     "mem_records": (Department.MEM, CertKind.MEM_SPECIAL_OPERATION),
@@ -105,53 +124,21 @@ def answer(src: SourceConfig, number: str, found: bool = True) -> SourceResult:
     )
 
 
-def redis_url_from_env() -> str:
-    return (
-        os.environ.get("CERTQ_BENCH_REDIS_URL") or os.environ.get("CERTQ_TEST_REDIS_URL") or "redis://127.0.0.1:6379/0"
-    )
-
-
-async def delete_prefix(client: aioredis.Redis, prefix: str) -> None:
-    keys = [k async for k in client.scan_iter(match=f"{prefix}:*", count=1000)]
-    for i in range(0, len(keys), 1000):
-        await client.delete(*keys[i : i + 1000])
-
-
 def us(seconds: float) -> str:
     return f"{seconds * 1e6:8.1f} µs"
 
 
 # --- (a) hit latency against a bare GET -------------------------------------------------------
 
-Op = Callable[[int], Awaitable[object]]  # one operation by worker i
 
-
-async def per_op_seconds(op: Op, ops: int, concurrency: int) -> float:
-    """Wall time per operation with `concurrency` workers each running `ops / concurrency` back to back."""
-    each = max(ops // concurrency, 1)
-
-    async def worker(i: int) -> None:
-        for _ in range(each):
-            await op(i)
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker(i) for i in range(concurrency)))
-    return (time.perf_counter() - started) / (each * concurrency)
-
-
-async def interleaved(ops: dict[str, Op], total: int, concurrency: int, rounds: int = 10) -> dict[str, float]:
-    """Median per-op time of each op over `rounds` rounds run in turn (A B C A B C ...), so that a busy
-    moment on the machine hurts every contender alike."""
-    samples: dict[str, list[float]] = {name: [] for name in ops}
-    for _ in range(rounds):
-        for name, op in ops.items():
-            samples[name].append(await per_op_seconds(op, total // rounds, concurrency))
-    return {name: statistics.median(v) for name, v in samples.items()}
+async def wall_per_op(ops: dict[str, Op], total: int, concurrency: int) -> dict[str, float]:
+    """Median wall time per operation of each op over 10 interleaved rounds (bench/common.py `interleaved`)."""
+    return {name: wall for name, (wall, _cpu) in (await interleaved(ops, total, concurrency)).items()}
 
 
 async def bench_hit_latency(url: str, ops: int) -> None:
     print("\n(a) cached SourceCache.fetch hit on Redis vs a bare redis.asyncio GET of a same-size value")
-    prefix = f"certq-bench-{uuid.uuid4().hex[:8]}"
+    prefix = unique_prefix()
     cache = SourceCache.from_url(url, prefix=prefix)  # the client a gateway builds; the bare GETs use it too
     client = cache.client
     assert client is not None
@@ -194,8 +181,8 @@ async def bench_hit_latency(url: str, ops: int) -> None:
 
         contenders: dict[str, Op] = {"bare": bare, "hit": hit, "plain": plain_bare, "memory": memory_hit}
         await interleaved(contenders, 2_000, 1, rounds=2)  # warm up connections and code paths
-        seq = await interleaved(contenders, ops, 1)
-        con = await interleaved(contenders, ops, workers)
+        seq = await wall_per_op(contenders, ops, 1)
+        con = await wall_per_op(contenders, ops, workers)
         print(
             f"    value size {len(stored)} bytes (envelope JSON); {ops} ops per figure, median of 10 interleaved rounds"
         )
@@ -259,7 +246,7 @@ async def bench_two_processes(url: str, total_per_source: int, delay_s: float) -
         f"\n(b) {total_per_source} concurrent identical cold lookups per source from 2 processes"
         f" ({len(SOURCE_IDS)} sources at once, upstream takes {delay_s * 1000:.0f} ms)"
     )
-    prefix = f"certq-bench-{uuid.uuid4().hex[:8]}"
+    prefix = unique_prefix()
     client = aioredis.Redis.from_url(url)
     calls: Counter[str] = Counter()
 
@@ -359,7 +346,7 @@ async def bench_zipf(url: str, lookups: int, distinct: int, s: float, concurrenc
     requested = len(set(sample))
     print(f"    distinct numbers requested: {requested} (the fewest upstream calls any cache can make)")
     client = aioredis.Redis.from_url(url)
-    prefix = f"certq-bench-{uuid.uuid4().hex[:8]}"
+    prefix = unique_prefix()
     runs: list[tuple[str, SourceCache]] = [
         ("memory (max 100,000)", SourceCache.memory()),
         ("memory (max 2,000)", SourceCache.memory(max_entries=2_000)),
@@ -383,12 +370,12 @@ async def bench_zipf(url: str, lookups: int, distinct: int, s: float, concurrenc
 # --- main ---------------------------------------------------------------------------------------
 
 
-async def main(args: argparse.Namespace) -> None:
-    url = args.redis_url or redis_url_from_env()
+async def main(args: argparse.Namespace, target: BenchRedis) -> None:
+    url = target.url
     print(f"certq cache benchmark  {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
     print(
         f"machine: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()},"
-        f" redis-py {aioredis.__name__ and __import__('redis').__version__}, event loop {args.loop}; Redis {url}"
+        f" redis-py {aioredis.__name__ and __import__('redis').__version__}, event loop {args.loop}; Redis {target}"
     )
     if "a" in args.only:
         await bench_hit_latency(url, args.ops)
@@ -400,7 +387,7 @@ async def main(args: argparse.Namespace) -> None:
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--redis-url", default=None)
+    p.add_argument("--redis-url", default=None, help="default: CERTQ_BENCH_REDIS_URL, else a private redis-server")
     p.add_argument("--only", default="abc", help="which parts to run, e.g. 'ac'")
     p.add_argument("--ops", type=int, default=20_000, help="(a) operations per measurement")
     p.add_argument("--cold", type=int, default=1_000, help="(b) concurrent lookups per source, both processes")
@@ -413,19 +400,11 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def run(coro_main: Callable[[], Awaitable[None]], loop: str) -> None:
-    if loop == "uvloop":
-        import uvloop
-
-        uvloop.run(coro_main())  # type: ignore[arg-type]
-    else:
-        asyncio.run(coro_main())  # type: ignore[arg-type]
-
-
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         _, _, w_url, w_prefix, w_upstream, w_n = sys.argv
         asyncio.run(worker_main(w_url, w_prefix, w_upstream, int(w_n)))
     else:
         parsed = parse_args()
-        run(lambda: main(parsed), parsed.loop)
+        with bench_redis(parsed.redis_url) as target:
+            run_loop(main(parsed, target), parsed.loop)

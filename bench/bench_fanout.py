@@ -53,18 +53,17 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root: bench.common, aggregator
 
 from aggregator.config import CacheTtl, RateLimit, Settings  # noqa: E402
 from aggregator.gateway import Gateway  # noqa: E402
 from aggregator.merge import build_answer  # noqa: E402
-from aggregator.models import Answer, Department, Mode, Outcome, Query  # noqa: E402
+from aggregator.models import Answer, Mode, Outcome, Query  # noqa: E402
 from aggregator.numbers import parse_number  # noqa: E402
-from aggregator.records.store import RecordStore  # noqa: E402
-from aggregator.routing import route  # noqa: E402
-from aggregator.sandbox.dataset import Dataset, generate, write_upload_csv  # noqa: E402
+from aggregator.sandbox.dataset import Dataset, generate  # noqa: E402
 from aggregator.sandbox.server import Sandbox  # noqa: E402
+from aggregator.selection import select_sources  # noqa: E402
+from bench.common import ROOT, import_uploads, percentile, pick_holders, run_loop  # noqa: E402
 
 TODAY = date(2026, 12, 1)
 LIVE = ("mem_api", "samr_api", "mohrss_html", "mohurd_api")
@@ -73,21 +72,6 @@ AIM_P50_MS, AIM_P99_MS = 5.0, 20.0
 
 
 # --- data and set-up ----------------------------------------------------------------------------
-
-
-def pick_holders(dataset: Dataset, n: int, *, uploaded: bool = False) -> list[tuple[str, str]]:
-    """`n` distinct (ID number, name) pairs, holders of certificates at the most departments first (counted
-    on the live sites, or with `uploaded` in the uploaded records)."""
-    departments: dict[str, set[Department]] = {}
-    for dept, certs in (dataset.uploaded if uploaded else dataset.live).items():
-        for c in certs:
-            if c.holder_id_number:
-                departments.setdefault(c.holder_id_number, set()).add(dept)
-    holders = sorted(dataset.holders, key=lambda h: -len(departments.get(h.id_number, ())))  # stable
-    picked = [(h.id_number, h.name) for h in holders]
-    if len(picked) < n:
-        raise SystemExit(f"the data set has {len(picked)} holders, fewer than the {n} lookups asked for")
-    return picked[:n]
 
 
 def bench_settings(urls: dict[str, str], concurrency: int, live_only: bool) -> Settings:
@@ -106,18 +90,6 @@ def bench_settings(urls: dict[str, str], concurrency: int, live_only: bool) -> S
             update["enabled"] = False
         sources.append(s.model_copy(update=update))
     return settings.with_sources(sources)
-
-
-async def import_records(dataset: Dataset, directory: Path) -> str:
-    url = f"sqlite+aiosqlite:///{directory / 'certq.sqlite3'}"
-    store = await RecordStore.open(url)
-    try:
-        for dept in Department:
-            path = write_upload_csv(dataset, dept, directory / f"{dept.value}.csv")
-            await store.import_file(path, department=dept, quarter=dataset.upload_quarter, uploaded_by="bench")
-    finally:
-        await store.close()
-    return url
 
 
 def sandbox_faults(latency_ms: dict[str, float]) -> dict[str, dict[str, Any]]:
@@ -187,7 +159,7 @@ async def lookup_sequential(gw: Gateway, number: str, name: str | None) -> Answe
     classification = parse_number(number)
     query = Query(number=classification.number, name=(name or "").strip() or None)
     deadline = started + gw.deadline_s
-    ask, skipped = route(gw.settings.sources, classification, query)
+    ask, skipped = select_sources(gw.settings.sources, classification, query)
     results = [await gw._ask(s, query, classification, deadline) for s in ask] + skipped
     order = {s.id: i for i, s in enumerate(gw.settings.sources)}
     results.sort(key=lambda r: order.get(r.source, 0))
@@ -239,16 +211,11 @@ async def run(
 # --- reporting ----------------------------------------------------------------------------------
 
 
-def pct(values: Sequence[float], p: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    k = max(0, min(len(ordered) - 1, int(round(p / 100 * len(ordered) + 0.5)) - 1))
-    return ordered[k]
-
-
 def dist(values: Sequence[float]) -> str:
+    """p50, p95, p99 (nearest rank: bench/common.py `percentile`), max and mean of a non-empty sample."""
+    p50, p95, p99 = (percentile(values, p, 0.0) for p in (50, 95, 99))
     return (
-        f"p50 {pct(values, 50):7.2f}  p95 {pct(values, 95):7.2f}  p99 {pct(values, 99):7.2f}"
+        f"p50 {p50:7.2f}  p95 {p95:7.2f}  p99 {p99:7.2f}"
         f"  max {max(values):7.2f}  mean {statistics.fmean(values):7.2f} ms"
     )
 
@@ -276,7 +243,7 @@ def report_fanout(samples: list[Sample], total_s: float, cpu_s: float, slowest_f
     print(f"    overhead vs slowest fixed latency     {dist(over_fixed)}")
     print(f"    slowest source's elapsed - fixed      {dist(slowest)}")
     print(f"    slowest source: {dict(which.most_common())}")
-    p50, p99 = pct(over_runner, 50), pct(over_runner, 99)
+    p50, p99 = percentile(over_runner, 50, 0.0), percentile(over_runner, 99, 0.0)
     met = "met" if p50 <= AIM_P50_MS and p99 <= AIM_P99_MS else "NOT met"
     print(
         f"    aim p50 <= {AIM_P50_MS:g} ms, p99 <= {AIM_P99_MS:g} ms (vs the runner's figure): {met}"
@@ -369,7 +336,7 @@ async def main(args: argparse.Namespace) -> None:
     warm, work = holders[: args.warmup], holders[args.warmup :]
 
     with tempfile.TemporaryDirectory(prefix="certq-bench-") as tmp:
-        db_url = await import_records(dataset, Path(tmp))
+        db_url = await import_uploads(dataset, Path(tmp))
         if args.sandbox_in_process:
             sandbox_cm: Any = Sandbox(dataset, faults=sandbox_faults(latency))
         else:
@@ -482,9 +449,5 @@ if __name__ == "__main__":
     parsed = parse_args()
     if parsed.serve_sandbox:
         asyncio.run(serve_sandbox(parsed.seed, parsed.holders, {**DEFAULT_LATENCY_MS, **parsed.latency}))
-    elif parsed.loop == "uvloop":
-        import uvloop
-
-        uvloop.run(main(parsed))
     else:
-        asyncio.run(main(parsed))
+        run_loop(main(parsed), parsed.loop)

@@ -1,6 +1,7 @@
 """A cached lookup through the whole gateway against a bare Redis GET round trip, in the same run (issue 4 (a)).
 
-    CERTQ_BENCH_REDIS_URL=redis://127.0.0.1:6379/0 python bench/bench_gateway_cache.py
+    python bench/bench_gateway_cache.py                              # on a private redis-server
+    CERTQ_BENCH_REDIS_URL=redis://127.0.0.1:6379/0 python bench/bench_gateway_cache.py   # on the machine's Redis
     python bench/bench_gateway_cache.py --sources records --lookups 2000 --loop uvloop
     python bench/bench_gateway_cache.py --profile hit.prof          # cProfile the hit path, print the top
 
@@ -9,7 +10,8 @@ once every source's answer is in Redis: normalise and classify the number, route
 (in its own task: key hash, Redis GET, envelope parse and validation, copy), link-out sources built, merge,
 verdict, conflicts and recognitions, the Answer model. The gateway is built the way `Gateway.open(settings,
 redis_url=...)` builds it (`SourceCache.from_url` and `ResilienceState.redis` on the same client, records in
-SQLite), except that its keys live under a unique prefix, deleted at the end, instead of `certq:`.
+SQLite), except that its keys live under a unique prefix, deleted at the end, instead of `certq:`. Redis:
+--redis-url, else CERTQ_BENCH_REDIS_URL, else a private redis-server started for the run (bench/common.py).
 
 Sources: `all` (default) is config/sources: the four records sources (the data set's uploads imported into a
 fresh SQLite file), the four live sources pointed at the sandbox sites (in this process; only the warm-up
@@ -33,23 +35,15 @@ import cProfile
 import os
 import platform
 import pstats
-import statistics
 import sys
 import tempfile
-import time
-import uuid
 from datetime import date, datetime
 from pathlib import Path
 
-import redis
-import redis.asyncio as aioredis
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root: bench.common, aggregator
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bench_cache import Op, delete_prefix, redis_url_from_env  # noqa: E402
-from bench_fanout import import_records, pick_holders  # noqa: E402
+import redis  # noqa: E402
+import redis.asyncio as aioredis  # noqa: E402
 
 from aggregator.cache import SourceCache  # noqa: E402
 from aggregator.config import Settings  # noqa: E402
@@ -59,37 +53,21 @@ from aggregator.records.store import RecordStore  # noqa: E402
 from aggregator.resilience import ResilienceState  # noqa: E402
 from aggregator.sandbox.dataset import generate  # noqa: E402
 from aggregator.sandbox.server import Sandbox  # noqa: E402
+from bench.common import (  # noqa: E402
+    BenchRedis,
+    Op,
+    bench_redis,
+    delete_prefix,
+    import_uploads,
+    interleaved,
+    per_op,
+    pick_holders,
+    run_loop,
+    unique_prefix,
+)
 
 TODAY = date(2026, 12, 1)
 WORKERS = 32
-
-
-async def per_op(op: Op, ops: int, concurrency: int) -> tuple[float, float]:
-    """(wall seconds, this process's CPU seconds) per operation, `concurrency` workers back to back."""
-    each = max(ops // concurrency, 1)
-
-    async def worker(i: int) -> None:
-        for _ in range(each):
-            await op(i)
-
-    started, cpu = time.perf_counter(), time.process_time()
-    await asyncio.gather(*(worker(i) for i in range(concurrency)))
-    n = each * concurrency
-    return (time.perf_counter() - started) / n, (time.process_time() - cpu) / n
-
-
-async def interleaved(
-    ops: dict[str, Op], total: int, concurrency: int, rounds: int = 10
-) -> dict[str, tuple[float, float]]:
-    """Median (wall, CPU) per op of each op over `rounds` rounds run in turn (A B C A B C ...), as in
-    bench_cache.py, so that a busy moment on the machine hurts every contender alike."""
-    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in ops}
-    for _ in range(rounds):
-        for name, op in ops.items():
-            samples[name].append(await per_op(op, total // rounds, concurrency))
-    return {
-        name: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for name, v in samples.items()
-    }
 
 
 async def open_gateway(settings: Settings, db_url: str, redis_url: str, prefix: str) -> Gateway:
@@ -100,18 +78,18 @@ async def open_gateway(settings: Settings, db_url: str, redis_url: str, prefix: 
     return Gateway(settings, store, cache=cache, resilience=resilience, redis_client=cache.client, today=lambda: TODAY)
 
 
-async def main(args: argparse.Namespace) -> None:
-    url = args.redis_url or redis_url_from_env()
+async def main(args: argparse.Namespace, target: BenchRedis) -> None:
+    url = target.url
     print(f"certq gateway cache-hit benchmark  {datetime.now():%Y-%m-%d %H:%M}")
     print(
         f"machine: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()},"
-        f" redis-py {redis.__version__}, event loop {args.loop}; Redis {url}"
+        f" redis-py {redis.__version__}, event loop {args.loop}; Redis {target}"
     )
     dataset = generate(seed=2026, holders=3000, today=TODAY)
     holders = pick_holders(dataset, WORKERS, uploaded=True)
-    prefix = f"certq-bench-{uuid.uuid4().hex[:8]}"
+    prefix = unique_prefix()
     with tempfile.TemporaryDirectory(prefix="certq-bench-") as tmp:
-        db_url = await import_records(dataset, Path(tmp))
+        db_url = await import_uploads(dataset, Path(tmp))
         async with Sandbox(dataset) as sandbox:
             settings = Settings.load().with_endpoints(sandbox.urls)
             if args.sources == "records":
@@ -204,7 +182,7 @@ async def run(
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--redis-url", default=None, help="default: CERTQ_BENCH_REDIS_URL, CERTQ_TEST_REDIS_URL, local")
+    p.add_argument("--redis-url", default=None, help="default: CERTQ_BENCH_REDIS_URL, else a private redis-server")
     p.add_argument("--sources", choices=["all", "records"], default="all", help="which sources the gateway has")
     p.add_argument("--lookups", type=int, default=2_000, help="operations per figure (default 2000)")
     p.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
@@ -214,9 +192,5 @@ def parse_args() -> argparse.Namespace:
 
 if __name__ == "__main__":
     parsed = parse_args()
-    if parsed.loop == "uvloop":
-        import uvloop
-
-        uvloop.run(main(parsed))
-    else:
-        asyncio.run(main(parsed))
+    with bench_redis(parsed.redis_url) as target:
+        run_loop(main(parsed, target), parsed.loop)

@@ -1,7 +1,7 @@
 """The cost of one cached lookup in-process, by part: the gateway lookup, masking and serialising (no HTTP).
 
     python bench/bench_hit_path.py                      # memory cache, the numbers bench_web.py asks
-    python bench/bench_hit_path.py --redis-url redis://127.0.0.1:6379/0
+    python bench/bench_hit_path.py --redis              # the cache on Redis (a private redis-server by default)
     python bench/bench_hit_path.py --profile hit.prof    # cProfile the gateway lookups too
 
 Setup as bench_web.py's certq server: the synthetic data set's uploads of all four departments in a fresh
@@ -13,7 +13,8 @@ second answer must come from the cache for every source). Then, for each part, t
 - `mask_answer` for the public role and `AnswerResponse.render` of that view;
 - all three back to back, as `Services.lookup_for` + the route do for a public request (no audit, no HTTP).
 
-On Redis the keys live under a unique prefix, deleted at the end.
+On Redis (--redis; its URL: --redis-url, else CERTQ_BENCH_REDIS_URL, else a private redis-server started for the
+run) the keys live under a unique prefix, deleted at the end.
 """
 
 from __future__ import annotations
@@ -25,14 +26,9 @@ import pstats
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bench_web import Env, build_env  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root: bench.common, aggregator
 
 from aggregator.cache import SourceCache  # noqa: E402
 from aggregator.config import Settings  # noqa: E402
@@ -43,6 +39,7 @@ from aggregator.resilience import ResilienceState  # noqa: E402
 from aggregator.web.api import AnswerResponse  # noqa: E402
 from aggregator.web.masking import mask_answer  # noqa: E402
 from aggregator.web.roles import Role  # noqa: E402
+from bench.common import BenchRedis, Env, bench_redis, build_env, delete_prefix_sync, unique_prefix  # noqa: E402
 
 
 async def best(op, numbers: list[tuple[str, str]], lookups: int, repeats: int) -> float:  # type: ignore[no-untyped-def]
@@ -57,13 +54,12 @@ async def best(op, numbers: list[tuple[str, str]], lookups: int, repeats: int) -
     return min(times)
 
 
-async def run(args: argparse.Namespace, env: Env) -> None:
+async def run(args: argparse.Namespace, env: Env, redis: BenchRedis | None, prefix: str) -> None:
     settings = Settings.load()
     settings = settings.with_sources([s for s in settings.sources if s.mode == Mode.RECORDS])
     store = await RecordStore.open(env.database_url)
-    prefix = f"certq-bench-{uuid.uuid4().hex[:8]}"
-    if args.redis_url:
-        cache = SourceCache.from_url(args.redis_url, prefix=prefix)
+    if redis:
+        cache = SourceCache.from_url(redis.url, prefix=prefix)
         resilience = ResilienceState.redis(cache.client, prefix=prefix)
         gw = Gateway(settings, store, cache=cache, resilience=resilience, redis_client=cache.client)
     else:
@@ -102,7 +98,7 @@ async def run(args: argparse.Namespace, env: Env) -> None:
             "serialise (pydantic-core)": serialise,
             "lookup + mask + serialise": whole,
         }
-        print(f"cache: {'Redis' if args.redis_url else 'memory'}; {len(env.numbers)} numbers; "
+        print(f"cache: {f'Redis {redis}' if redis else 'memory'}; {len(env.numbers)} numbers; "
               f"best of {args.repeats} x {args.lookups} operations")
         for label, op in parts.items():
             await best(op, env.numbers, args.lookups // 4, 1)  # warm
@@ -116,26 +112,28 @@ async def run(args: argparse.Namespace, env: Env) -> None:
             pstats.Stats(args.profile).sort_stats("cumulative").print_stats(30)
     finally:
         await gw.close()
-        if args.redis_url:
-            import redis
-
-            client = redis.Redis.from_url(args.redis_url)
-            keys = list(client.scan_iter(f"{prefix}:*"))
-            if keys:
-                client.delete(*keys)
-            client.close()
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--redis-url", default=None, help="cache on Redis (default: the in-process cache)")
+    p.add_argument("--redis", action="store_true", help="the cache on Redis (default: the in-process cache)")
+    p.add_argument("--redis-url", default=None,
+                   help="implies --redis: this Redis (default: CERTQ_BENCH_REDIS_URL, else a private redis-server)")
     p.add_argument("--lookups", type=int, default=2000)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--profile", default=None, metavar="FILE", help="also cProfile the public lookups into FILE")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="certq-hit-") as tmp:
         env = build_env(Path(tmp), per_department=4, holders=3000)
-        asyncio.run(run(args, env))
+        if not (args.redis or args.redis_url):
+            asyncio.run(run(args, env, None, ""))
+            return
+        prefix = unique_prefix()
+        with bench_redis(args.redis_url) as redis:
+            try:
+                asyncio.run(run(args, env, redis, prefix))
+            finally:
+                delete_prefix_sync(redis.url, prefix)
 
 
 if __name__ == "__main__":

@@ -46,12 +46,13 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-if "CERTQ_BENCH_CODE" not in os.environ and str(ROOT) not in sys.path:  # (see --compare-with)
-    sys.path.insert(0, str(ROOT))
+# The repository root, for bench.common and aggregator; last in a --compare-with child, which must import
+# aggregator from the other tree (its PYTHONPATH, CERTQ_BENCH_CODE) and only bench.common from here.
+sys.path.insert(len(sys.path) if "CERTQ_BENCH_CODE" in os.environ else 0, str(Path(__file__).resolve().parent.parent))
 
 from aggregator.numbers import id_check_character  # noqa: E402
 from aggregator.sandbox import tables as t  # noqa: E402
+from bench.common import ROOT, percentile  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
 SQLITE3 = "/usr/bin/sqlite3"
@@ -416,11 +417,6 @@ def bench_import_sqlite(csv_path: Path, rows: int, repeat: int, before: Path | N
 # --- (2) lookups -----------------------------------------------------------------------------------
 
 
-def pct(samples: list[float], q: float) -> float:
-    s = sorted(samples)
-    return s[min(len(s) - 1, round(q * (len(s) - 1)))]
-
-
 async def timed(calls: list[Callable[[], Awaitable[Any]]]) -> list[float]:
     out: list[float] = []
     clock = time.perf_counter
@@ -517,11 +513,11 @@ async def bench_lookups(
 
 
 def summary(results: dict[str, list[float]]) -> dict[str, dict[str, float]]:
-    out = {
-        label: {"n": len(v), "p50": pct(v, 0.5), "p99": pct(v, 0.99), "max": max(v)} for label, v in results.items()
-    }
-    finds = [x for label, v in results.items() if label.startswith("find") for x in v]
-    out["all finds"] = {"n": len(finds), "p50": pct(finds, 0.5), "p99": pct(finds, 0.99), "max": max(finds)}
+    def figures(v: list[float]) -> dict[str, float]:  # percentiles by nearest rank (bench/common.py)
+        return {"n": len(v), "p50": percentile(v, 50, 0.0), "p99": percentile(v, 99, 0.0), "max": max(v)}
+
+    out = {label: figures(v) for label, v in results.items()}
+    out["all finds"] = figures([x for label, v in results.items() if label.startswith("find") for x in v])
     return out
 
 

@@ -1,7 +1,7 @@
 """Load through the whole web app: cached lookups per second against a bare Starlette JSON endpoint.
 
     python bench/bench_web.py                                    # wrk if installed, else the Python load generator
-    CERTQ_BENCH_REDIS_URL=redis://127.0.0.1:6379/0 python bench/bench_web.py   # adds the Redis-cache rows
+    python bench/bench_web.py --redis                            # adds the Redis-cache rows (private redis-server)
     python bench/bench_web.py --duration 5 --load python         # shorter, without wrk
 
 What runs (everything on loopback, every server in its own process, all started the same way):
@@ -10,8 +10,8 @@ What runs (everything on loopback, every server in its own process, all started 
   data, seed 2026) and one employer key;
 - certq (`create_app`, records sources only, rate limits OFF, in-process cache) served by uvicorn: one
   worker, --loop/--http as given (uvloop + httptools by default), access log off, log level warning;
-- with a Redis URL, a second certq server whose cache is on Redis (keys under a unique prefix, deleted at
-  the end);
+- with --redis, a second certq server whose cache is on Redis (keys under a unique prefix, deleted at the end;
+  the Redis: --redis-url, else CERTQ_BENCH_REDIS_URL, else a private redis-server started for the run);
 - the baseline: a bare Starlette app with one route, GET /api/v1/certificates/{number}, that returns
   JSONResponse(document) where the document is the very answer certq gave for that number at warm-up
   (same bytes, same size, re-serialised per request as any JSON endpoint does), served by uvicorn the same way.
@@ -34,91 +34,46 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
 import shutil
-import socket
 import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
-import uuid
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
 
-ROOT = Path(__file__).resolve().parent.parent
-LOOKUP = "/api/v1/certificates/"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root: bench.common, aggregator
 
-
-def redis_url_from_env() -> str | None:
-    return os.environ.get("CERTQ_BENCH_REDIS_URL") or None
-
-
-# --- the data ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class Env:
-    root: Path
-    database_url: str
-    sqlite_path: Path
-    employer_key: str
-    numbers: list[tuple[str, str]]  # (certificate number, holder name)
-
-
-def build_env(root: Path, per_department: int, holders: int) -> Env:
-    """The demo's synthetic uploads imported into a fresh SQLite file, an employer key, and numbers to ask."""
-    from aggregator.models import CertStatus, Department
-    from aggregator.records import RecordStore
-    from aggregator.sandbox.dataset import generate, write_upload_csv
-    from aggregator.web.keys import KeyStore
-
-    sqlite_path = root / "certq.sqlite3"
-    url = f"sqlite+aiosqlite:///{sqlite_path}"
-    today = date.today()
-    dataset = generate(seed=2026, holders=holders, today=today)
-    numbers: list[tuple[str, str]] = []
-    for dept in Department:
-        chosen = [
-            c
-            for c in dataset.uploaded[dept]
-            if c.status == CertStatus.VALID and c.holder_name and (c.valid_until is None or c.valid_until > today)
-        ][:per_department]
-        numbers += [(c.number, c.holder_name or "") for c in chosen]
-
-    async def prepare() -> str:
-        store = await RecordStore.open(url)
-        try:
-            for dept in Department:
-                path = write_upload_csv(dataset, dept, root / f"{dept.value}-{dataset.upload_quarter}.csv")
-                report = await store.import_file(
-                    path, department=dept, quarter=dataset.upload_quarter, uploaded_by="bench"
-                )
-                assert report.status == "imported", report.problems
-            _, secret = await KeyStore(store.engine).create("employer", "bench employer")
-            return secret
-        finally:
-            await store.close()
-
-    secret = asyncio.run(prepare())
-    return Env(root, url, sqlite_path, secret, numbers)
-
+from bench.common import (  # noqa: E402
+    LOOKUP,
+    ROOT,
+    BenchRedis,
+    Server,
+    Target,
+    bench_redis,
+    build_env,
+    delete_prefix_sync,
+    free_port,
+    http_get,
+    lookup_paths,
+    percentile,
+    start,
+    stop,
+    unique_prefix,
+    wait_ready,
+    warm,
+)
 
 # --- the servers (each in its own process) -----------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def serve_main(spec: dict[str, Any]) -> None:
@@ -188,92 +143,10 @@ def serve_main(spec: dict[str, Any]) -> None:
     )
 
 
-@dataclass
-class Server:
-    name: str
-    port: int
-    proc: subprocess.Popen[bytes]
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-
 def start_server(name: str, spec: dict[str, Any], workdir: Path) -> Server:
     spec = {**spec, "port": free_port()}
-    log = (workdir / f"server-{name}.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, __file__, "--serve-worker", json.dumps(spec)], cwd=ROOT, stdout=log, stderr=log
-    )
+    proc = start([sys.executable, __file__, "--serve-worker", json.dumps(spec)], workdir / f"server-{name}.log")
     return Server(name, spec["port"], proc)
-
-
-def http_get(url: str, headers: dict[str, str] | None = None, timeout: float = 10.0) -> tuple[int, bytes]:
-    req = urllib.request.Request(url, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - loopback only
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
-
-
-def wait_ready(server: Server, path: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.proc.poll() is not None:
-            raise RuntimeError(f"server {server.name} exited with {server.proc.returncode}")
-        try:
-            status, _ = http_get(server.base + path, timeout=2.0)
-            if status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"server {server.name} not ready after {timeout_s:.0f} s")
-
-
-def stop_server(server: Server) -> None:
-    if server.proc.poll() is None:
-        server.proc.terminate()
-        try:
-            server.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.proc.kill()
-            server.proc.wait(timeout=5)
-
-
-# --- targets: what the load generator asks ------------------------------------------------------------
-
-
-@dataclass
-class Target:
-    label: str
-    server: Server
-    paths: list[str]
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-def lookup_paths(env: Env, *, with_name: bool) -> list[str]:
-    return [LOOKUP + quote(n) + (f"?name={quote(name)}" if with_name else "") for n, name in env.numbers]
-
-
-def warm(target: Target) -> dict[str, Any]:
-    """Ask each path twice; the second answer must be 200 with every asked source served from the cache.
-    Returns the documents by number (for the bare baseline) and their sizes."""
-    docs: dict[str, Any] = {}
-    sizes: list[int] = []
-    for path in target.paths:
-        for _ in range(2):
-            status, body = http_get(target.server.base + path, target.headers)
-            if status != 200:
-                raise RuntimeError(f"{target.label}: GET {path} answered {status}: {body[:300]!r}")
-        doc = json.loads(body)
-        asked = [s for s in doc["sources"] if s["outcome"] not in ("skipped", "manual")]
-        if not asked or not all(s.get("from_cache") for s in asked):
-            raise RuntimeError(f"{target.label}: {path} not served from the cache on the second ask: {asked}")
-        docs[unquote(path.removeprefix(LOOKUP).split("?")[0])] = doc
-        sizes.append(len(body))
-    return {"docs": docs, "sizes": sizes, "verdicts": sorted({d["verdict"] for d in docs.values()})}
 
 
 # --- load generators --------------------------------------------------------------------------------
@@ -412,13 +285,6 @@ def median_result(rs: list[Result]) -> Result:
     )
 
 
-def percentile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return 0.0
-    k = min(len(sorted_values) - 1, max(0, round(q / 100 * len(sorted_values)) - 1))
-    return sorted_values[k]
-
-
 def run_python_load(target: Target, procs: int, conns: int, duration: int) -> Result:
     per = [conns // procs + (1 if i < conns % procs else 0) for i in range(procs)]
     running = [
@@ -454,27 +320,14 @@ def run_python_load(target: Target, procs: int, conns: int, duration: int) -> Re
         seconds=max(r["elapsed"] for r in reports),
         non2xx=total - ok,
         socket_errors=sum(r["errors"] for r in reports),
-        p50_ms=percentile(lat, 50) * 1000,
-        p90_ms=percentile(lat, 90) * 1000,
-        p99_ms=percentile(lat, 99) * 1000,
+        p50_ms=percentile(lat, 50, 0.0) * 1000,
+        p90_ms=percentile(lat, 90, 0.0) * 1000,
+        p99_ms=percentile(lat, 99, 0.0) * 1000,
         max_ms=(lat[-1] if lat else 0.0) * 1000,
     )
 
 
 # --- main -------------------------------------------------------------------------------------------
-
-
-def delete_redis_prefix(url: str, prefix: str) -> int:
-    import redis
-
-    client = redis.Redis.from_url(url)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-        for i in range(0, len(keys), 1000):
-            client.delete(*keys[i : i + 1000])
-        return len(keys)
-    finally:
-        client.close()
 
 
 def audit_rows(path: Path) -> int:
@@ -483,14 +336,20 @@ def audit_rows(path: Path) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    import starlette
-    import uvicorn
-
     wrk = shutil.which("wrk") if args.load in ("auto", "wrk") else None
     if args.load == "wrk" and wrk is None:
         print("wrk not found (apt-get install wrk), and --load wrk was asked", file=sys.stderr)
         return 2
-    redis_url = args.redis_url if args.redis_url is not None else redis_url_from_env()
+    with contextlib.ExitStack() as stack:
+        redis = stack.enter_context(bench_redis(args.redis_url)) if args.redis or args.redis_url else None
+        return measure(args, wrk, redis)
+
+
+def measure(args: argparse.Namespace, wrk: str | None, redis: BenchRedis | None) -> int:
+    import starlette
+    import uvicorn
+
+    redis_url = redis.url if redis else ""
     load_name = wrk_version(wrk) if wrk else f"Python load generator (aiohttp, {args.threads} processes)"
 
     print(f"certq web benchmark  {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
@@ -499,12 +358,12 @@ def main(args: argparse.Namespace) -> int:
         f" Python {platform.python_version()}, uvicorn {uvicorn.__version__} (--loop {args.loop} --http {args.http},"
         f" 1 worker, access log off), Starlette {starlette.__version__}"
     )
-    print(f"load generator: {load_name}; rate limits OFF in certq; Redis rows: {redis_url or 'not run (no URL)'}")
+    print(f"load generator: {load_name}; rate limits OFF in certq; Redis rows: {redis or 'not run (no --redis)'}")
     print("load average at start: {:.2f} {:.2f} {:.2f} (other work on the machine shows here)".format(*os.getloadavg()))
 
     workdir = Path(tempfile.mkdtemp(prefix="certq-bench-web-"))
     servers: list[Server] = []
-    prefix = f"certq-bench-{uuid.uuid4().hex[:8]}"
+    prefix = unique_prefix()
     try:
         t0 = time.monotonic()
         env = build_env(workdir, args.per_department, args.holders)
@@ -616,9 +475,9 @@ def main(args: argparse.Namespace) -> int:
         return 0 if all_valid else 1
     finally:
         for s in servers:
-            stop_server(s)
+            stop(s.proc)
         if redis_url:
-            n = delete_redis_prefix(redis_url, prefix)
+            n = delete_prefix_sync(redis_url, prefix)
             print(f"deleted {n} Redis keys under {prefix}:")
         if args.keep:
             print(f"kept {workdir}")
@@ -650,7 +509,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--holders", type=int, default=3000, help="holders in the synthetic data set")
     p.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop", help="uvicorn --loop (all servers)")
     p.add_argument("--http", choices=["httptools", "h11"], default="httptools", help="uvicorn --http (all servers)")
-    p.add_argument("--redis-url", default=None, help="adds Redis-cache rows (default: CERTQ_BENCH_REDIS_URL)")
+    p.add_argument("--redis", action="store_true", help="adds Redis-cache rows")
+    p.add_argument("--redis-url", default=None,
+                   help="implies --redis: this Redis (default: CERTQ_BENCH_REDIS_URL, else a private redis-server)")
     p.add_argument("--aim", type=float, default=0.5, help="the ratio aimed for")
     p.add_argument("--json", default=None, help="also write the raw results to this file")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (database, server logs)")

@@ -7,7 +7,7 @@
 
 What runs (loopback only; every phase has a fixed length):
 
-- the demo's synthetic uploads (seed 2026) imported into a fresh SQLite file (bench_web.build_env), and a
+- the demo's synthetic uploads (seed 2026) imported into a fresh SQLite file (bench/common.py build_env), and a
   config directory with the four records sources only (no live site is ever asked);
 - the real `certq serve` (one worker, log level warning) with CERTQ_WEB_HEADER_TIMEOUT=--header-timeout,
   CERTQ_WEB_MAX_CONNECTIONS_PER_IP=--cap and the rate limits off (so that every normal lookup is served);
@@ -50,24 +50,27 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root: bench.common, aggregator
 
-import bench_web as bw  # noqa: E402 - the data set, server helpers and percentile of the web benchmark
+from bench.common import (  # noqa: E402
+    ROOT,
+    Env,
+    Server,
+    Target,
+    build_env,
+    free_port,
+    lookup_paths,
+    percentile,
+    run_loop,
+    start,
+    stop,
+    wait_ready,
+    warm,
+)
 
 SLOW_HEAD = b"GET / HTTP/1.1\r\nHost: certq\r\nUser-Agent: slowloris-bench\r\n"
 SLOW_LINE = b"X-Slow: 1\r\n"
 ONE_ADDRESS = "127.0.0.250"
-
-
-def run(coro: Any) -> Any:
-    """asyncio.run on uvloop when installed (as `certq serve` runs): less of the shared CPU for the clients."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coro)
-    return uvloop.run(coro)
 
 
 # --- the server ---------------------------------------------------------------------------------------
@@ -84,9 +87,9 @@ def records_config_dir(dst: Path) -> Path:
     return dst
 
 
-def start_serve(env: bw.Env, config_dir: Path, workdir: Path, name: str, header_timeout: float, cap: int,
-                fds: int | None = None) -> bw.Server:
-    port = bw.free_port()
+def start_serve(env: Env, config_dir: Path, workdir: Path, name: str, header_timeout: float, cap: int,
+                fds: int | None = None) -> Server:
+    port = free_port()
     environ = {k: v for k, v in os.environ.items() if not k.startswith("CERTQ_")}
     environ.update(
         CERTQ_DATABASE_URL=env.database_url,
@@ -96,7 +99,6 @@ def start_serve(env: bw.Env, config_dir: Path, workdir: Path, name: str, header_
         CERTQ_WEB_IP_PER_MINUTE="0",
         CERTQ_WEB_KEY_PER_MINUTE="0",
     )
-    log = (workdir / f"serve-{name}.log").open("wb")
     cmd = [sys.executable, "-c", "from aggregator.cli import main; main()", "serve", "--port", str(port),
            "--log-level", "warning"]
 
@@ -106,8 +108,8 @@ def start_serve(env: bw.Env, config_dir: Path, workdir: Path, name: str, header_
 
             resource.setrlimit(resource.RLIMIT_NOFILE, (fds, fds))
 
-    proc = subprocess.Popen(cmd, cwd=workdir, env=environ, stdout=log, stderr=log, preexec_fn=limit_fds)
-    return bw.Server(name, port, proc)
+    proc = start(cmd, workdir / f"serve-{name}.log", cwd=workdir, env=environ, preexec=limit_fds)
+    return Server(name, port, proc)
 
 
 # --- normal lookups (their own process) ---------------------------------------------------------------
@@ -163,11 +165,11 @@ class Lookups:
 
     @property
     def p50(self) -> float:
-        return bw.percentile(self.latencies_ms, 50)
+        return percentile(self.latencies_ms, 50, 0.0)
 
     @property
     def p99(self) -> float:
-        return bw.percentile(self.latencies_ms, 99)
+        return percentile(self.latencies_ms, 99, 0.0)
 
     def line(self, label: str, base: Lookups | None = None) -> str:
         ratio = f"  (x{self.p50 / base.p50:.2f} / x{self.p99 / base.p99:.2f})" if base and base.p50 else ""
@@ -258,7 +260,7 @@ def attack_lines(attack: Attack, header_timeout: float) -> list[str]:
     if attack.held_s:
         held = sorted(attack.held_s)
         lines.append(
-            f"  slow connections closed by the server: {len(held):,}, held p50 {bw.percentile(held, 50):.2f} s, "
+            f"  slow connections closed by the server: {len(held):,}, held p50 {percentile(held, 50, 0.0):.2f} s, "
             f"max {held[-1]:.2f} s (header timeout {header_timeout:g} s)"
         )
     if attack.open_at_end:
@@ -294,25 +296,26 @@ def main(args: argparse.Namespace) -> int:
     )
     with tempfile.TemporaryDirectory(prefix="certq-slow-") as tmp:
         work = Path(tmp)
-        env = bw.build_env(work, per_department=25, holders=2000)
+        env = build_env(work, per_department=25, holders=2000)
         config_dir = records_config_dir(work / "config")
-        paths = bw.lookup_paths(env, with_name=False)
+        paths = lookup_paths(env, with_name=False)
         runs = [("guarded", args.header_timeout, args.cap)] + ([("unguarded", 0.0, 0)] if args.unguarded else [])
         for name, header_timeout, cap in runs:
             server = start_serve(env, config_dir, work, name, header_timeout, cap, args.server_fds)
             try:
-                bw.wait_ready(server, "/healthz")
-                bw.warm(bw.Target(name, server, paths))
+                wait_ready(server, "/healthz")
+                warm(Target(name, server, paths))
                 print(f"\n{name}: CERTQ_WEB_HEADER_TIMEOUT={header_timeout:g} CERTQ_WEB_MAX_CONNECTIONS_PER_IP={cap}")
                 base = finish_lookups(start_lookups(server.port, paths, args.clients, args.measure_s))
                 print(base.line("baseline (no attack)"))
-                attack, during = run(run_attack(server.port, many, args, paths, reopen=True))
+                # The attack and the lookups run on uvloop, as `certq serve` does: less of the shared CPU for them.
+                attack, during = run_loop(run_attack(server.port, many, args, paths, reopen=True), "uvloop")
                 print(during.line(f"during slowloris ({n_sources} addresses)", base))
                 for line in attack_lines(attack, header_timeout):
                     print(line)
                 if cap:
                     one = [(ONE_ADDRESS, args.slow)]
-                    attack, during = run(run_attack(server.port, one, args, paths, reopen=False))
+                    attack, during = run_loop(run_attack(server.port, one, args, paths, reopen=False), "uvloop")
                     print(during.line(f"during {args.slow:,} from one address", base))
                     kept = len(attack.open_at_end) + len(attack.held_s)
                     print(f"  from one address: kept {kept:,}, refused at once with 429: {attack.refused:,}")
@@ -322,7 +325,7 @@ def main(args: argparse.Namespace) -> int:
                 after = finish_lookups(start_lookups(server.port, paths, args.clients, args.measure_s))
                 print(after.line("after the attacks (no attack)", base))
             finally:
-                bw.stop_server(server)
+                stop(server.proc)
     return 0
 
 
@@ -344,6 +347,6 @@ def parse_args() -> argparse.Namespace:
 if __name__ == "__main__":
     ns = parse_args()
     if ns.lookup_worker:
-        run(lookup_main(json.loads(ns.lookup_worker)))
+        run_loop(lookup_main(json.loads(ns.lookup_worker)), "uvloop")
         sys.exit(0)
     sys.exit(main(ns))

@@ -64,7 +64,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import dataclasses
 import json
 import os
@@ -74,7 +73,6 @@ import re
 import select
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -86,15 +84,24 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root: bench.common, aggregator
 
 from aggregator.merge import normalise_name  # noqa: E402
 from aggregator.models import Certificate, CertStatus, Department  # noqa: E402
 from aggregator.numbers import id_check_character, parse_number  # noqa: E402
 from aggregator.sandbox.dataset import Dataset, generate, write_upload_csv  # noqa: E402
+from bench.common import (  # noqa: E402
+    LOOKUP,
+    ROOT,
+    RedisServer,
+    create_keys,
+    free_port,
+    import_uploads,
+    percentile,
+    start,
+    stop,
+)
 
-LOOKUP = "/api/v1/certificates/"
 SITES = ("mem", "samr", "mohrss", "mohurd")
 URL_ENV = {"mem_api": "CERTQ_MEM_URL", "samr_api": "CERTQ_SAMR_URL", "mohrss_html": "CERTQ_MOHRSS_URL",
            "mohurd_api": "CERTQ_MOHURD_URL"}  # fmt: skip
@@ -336,120 +343,6 @@ def build_plan(dataset: Dataset, truth: Truth, total: int, seed: int) -> Plan:
     return Plan(asks, {s: len(p) for s, p in pools.items()}, changes)
 
 
-# --- processes -------------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM when this script dies, however it dies (Linux prctl PR_SET_PDEATHSIG)."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
-
-
-def start(args: list[str], log: Path, *, env: dict[str, str] | None = None,
-          stdin: int | None = None, stdout: int | None = None) -> subprocess.Popen[bytes]:  # fmt: skip
-    """A child in its own session (Ctrl-C reaches only this script, which stops them in order)."""
-    out = log.open("ab")
-    try:
-        return subprocess.Popen(
-            args, cwd=ROOT, env=env, stdin=stdin if stdin is not None else subprocess.DEVNULL,
-            stdout=stdout if stdout is not None else out, stderr=out, start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )  # fmt: skip
-    finally:
-        out.close()
-
-
-def stop(proc: subprocess.Popen[bytes] | None, *, group: bool = False, timeout_s: float = 15.0) -> None:
-    """SIGTERM (to the child's process group with `group`: uvicorn's workers), then SIGKILL."""
-    if proc is None or proc.poll() is not None:
-        return
-    sig_target = (lambda s: os.killpg(proc.pid, s)) if group else proc.send_signal
-    with contextlib.suppress(ProcessLookupError):
-        sig_target(signal.SIGTERM)
-    try:
-        proc.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            sig_target(signal.SIGKILL)
-        proc.wait(timeout=5)
-    if group:  # workers left behind by a master that died first
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-
-
-class Redis:
-    """The script's own redis-server on a free loopback port; killed with SIGKILL and restarted on the same port."""
-
-    def __init__(self, workdir: Path) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise SystemExit("redis-server is not on PATH (apt-get install redis-server)")
-        self.binary, self.port, self.dir = binary, free_port(), workdir / "redis"
-        self.dir.mkdir()
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.pids: list[int] = []
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def spawn(self) -> None:
-        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                "--daemonize", "no", "--dir", str(self.dir), "--logfile", str(self.dir / "redis.log")]  # fmt: skip
-        self.proc = start(args, self.dir / "stdout.log")
-        self.pids.append(self.proc.pid)
-
-    def ping(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                s.sendall(b"PING\r\n")
-                return s.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
-
-    def wait_ready(self, timeout_s: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self.proc.returncode}: {self.log_tail()}")
-            if self.ping():
-                return
-            time.sleep(0.02)
-        raise RuntimeError(f"redis-server on port {self.port} did not answer PING within {timeout_s:.0f} s")
-
-    async def wait_ready_async(self, timeout_s: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-                writer.write(b"PING\r\n")
-                line = await asyncio.wait_for(reader.readline(), 1.0)
-                writer.close()
-                if line.startswith(b"+PONG"):
-                    return
-            except (OSError, TimeoutError):
-                pass
-            await asyncio.sleep(0.02)
-        raise RuntimeError(f"redis-server on port {self.port} did not come back within {timeout_s:.0f} s")
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=5)
-
-    def log_tail(self) -> str:
-        with contextlib.suppress(OSError):
-            return (self.dir / "redis.log").read_text(errors="replace")[-1500:]
-        return ""
-
-
 # --- /proc memory ----------------------------------------------------------------------------------------
 
 
@@ -609,23 +502,11 @@ def raised_config(workdir: Path, per_second: float) -> Path:
 async def prepare_database(dataset: Dataset, workdir: Path) -> tuple[str, str, str]:
     """The four uploads imported into a fresh SQLite file (as `certq demo` does); an employer key and a MEM
     department key. Returns (database URL, employer key, MEM key)."""
-    from aggregator.records import RecordStore
-    from aggregator.web.keys import KeyStore
-
-    url = f"sqlite+aiosqlite:///{workdir / 'certq.sqlite3'}"
-    store = await RecordStore.open(url)
-    try:
-        for dept in Department:
-            path = write_upload_csv(dataset, dept, workdir / f"{dept.value}-{dataset.upload_quarter}.csv")
-            report = await store.import_file(path, department=dept, quarter=dataset.upload_quarter, uploaded_by="soak")
-            if report.status != "imported":
-                raise RuntimeError(f"import of {path.name} failed: {report.problems}")
-        keys = KeyStore(store.engine)
-        _, employer = await keys.create("employer", "soak employer")
-        _, mem = await keys.create("department", "soak MEM uploads", department=Department.MEM)
-        return url, employer, mem
-    finally:
-        await store.close()
+    url = await import_uploads(dataset, workdir, uploaded_by="soak")
+    employer, mem = await create_keys(
+        url, ("employer", "soak employer", None), ("department", "soak MEM uploads", Department.MEM)
+    )
+    return url, employer, mem
 
 
 def next_quarter(quarter: str) -> str:
@@ -690,7 +571,7 @@ class Soak:
     def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
         self.args = args
         self.workdir = workdir
-        self.redis: Redis | None = None
+        self.redis: RedisServer | None = None
         self.sandbox: subprocess.Popen[bytes] | None = None
         self.server: subprocess.Popen[bytes] | None = None
         self.memory = Memory()
@@ -712,7 +593,7 @@ class Soak:
                 self.sandbox.stdin.close()
             stop(self.sandbox, timeout_s=10)
         if self.redis is not None:
-            stop(self.redis.proc, timeout_s=5)
+            self.redis.stop()
 
     def start_sandbox(self, dataset: Dataset) -> dict[str, Any]:
         spec = {"seed": self.args.seed, "holders": self.args.holders, "today": dataset.today.isoformat()}
@@ -930,7 +811,7 @@ class Soak:
               f" {dataset.upload_quarter}; {total:,} lookups planned ({a.rate:g}/s for {a.duration:g} s)")  # fmt: skip
         print("  pools: " + ", ".join(f"{s} {n}" for s, n in plan.pools.items()))
 
-        self.redis = Redis(self.workdir)
+        self.redis = RedisServer(self.workdir)
         self.redis.spawn()
         self.redis.wait_ready()
         boot = self.start_sandbox(dataset)
@@ -1166,12 +1047,6 @@ class Soak:
         rows["whole run"] = whole
         lat["whole run"] = [x for p, _, _ in phases for x in lat[p]]
 
-        def pct(values: list[float], p: float) -> float | None:
-            if not values:
-                return None
-            ordered = sorted(values)
-            return ordered[max(0, min(len(ordered) - 1, int(round(p / 100 * len(ordered) + 0.5)) - 1))]
-
         table = []
         for name in [p for p, _, _ in phases] + ["whole run"]:
             c = rows[name]
@@ -1181,7 +1056,7 @@ class Soak:
                           "inconclusive": c["inconclusive"], "disagreements": c["disagreements"],
                           "disagreements_complete": c["disagreements, complete"], "flips": c["flips"],
                           "name_not_checked": c["name not checked"],
-                          "p50_ms": pct(lat[name], 50), "p99_ms": pct(lat[name], 99),
+                          "p50_ms": percentile(lat[name], 50), "p99_ms": percentile(lat[name], 99),
                           "max_ms": max(lat[name]) if lat[name] else None})  # fmt: skip
         outage_p99 = [r["p99_ms"] for r in table if r["phase"].startswith("outage")]
         aims = {
@@ -1198,7 +1073,7 @@ class Soak:
         for second in sorted(seconds):
             rs = seconds[second]
             done = [r.ms for r in rs if r.failure is None]
-            timeline.append({"t": second, "n": len(rs), "p50_ms": pct(done, 50), "p99_ms": pct(done, 99),
+            timeline.append({"t": second, "n": len(rs), "p50_ms": percentile(done, 50), "p99_ms": percentile(done, 99),
                              "max_ms": max(done, default=None), "5xx": sum(r.status >= 500 for r in rs),
                              "429": sum(r.status == 429 for r in rs),
                              "inconclusive": sum(r.verdict == "inconclusive" for r in rs)})  # fmt: skip
@@ -1209,7 +1084,7 @@ class Soak:
                         "load_average_end": os.getloadavg()},  # fmt: skip
             "web_limits": self.web_limits,
             "planned": len(plan.asks), "sent": sent, "not_sent_in_flight_cap": self.not_sent,
-            "send_lag_ms": {"p50": pct(self.send_lag_ms, 50), "p99": pct(self.send_lag_ms, 99),
+            "send_lag_ms": {"p50": percentile(self.send_lag_ms, 50), "p99": percentile(self.send_lag_ms, 99),
                             "max": max(self.send_lag_ms, default=None)},  # fmt: skip
             "phases": table,
             "timeline": timeline,
