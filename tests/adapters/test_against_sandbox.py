@@ -14,11 +14,10 @@ from adapters.registry import build_adapter
 from adapters.samr import SamrAdapter
 from aggregator.config import RateLimit, SourceConfig
 from aggregator.models import Certificate, CertStatus, Department, Outcome, Query
-from aggregator.resilience import ResilienceState
 from aggregator.runner import Runner
 from aggregator.sandbox import Dataset, Sandbox, generate
+from tests.adapters.test_fixtures import load_source
 from tests.conftest import TODAY
-from tests.test_adapters_fixtures import load_source
 
 SOURCES = {
     Department.MEM: "mem_api",
@@ -38,12 +37,6 @@ async def sandbox(dataset: Dataset) -> AsyncIterator[Sandbox]:
     async with Sandbox(dataset) as sb:
         yield sb
 
-
-@pytest.fixture
-async def runner() -> AsyncIterator[Runner]:
-    state = ResilienceState.memory()
-    async with Runner(breakers=state.breakers, limiters=state.limiters) as r:
-        yield r
 
 
 def source_at(source_id: str, url: str) -> SourceConfig:

@@ -10,7 +10,6 @@ import pytest
 from aggregator.canary import CanaryStatus, check_sources, judge, run_check
 from aggregator.config import Canary, Settings
 from aggregator.models import Certificate, CertKind, Department, ErrorKind, Mode, Outcome, SourceResult
-from aggregator.resilience import ResilienceState
 from aggregator.runner import Runner
 from aggregator.sandbox import Sandbox, generate
 from tests.conftest import TODAY
@@ -23,12 +22,6 @@ async def sandbox() -> AsyncIterator[Sandbox]:
     async with Sandbox(generate(seed=2026, holders=40, today=TODAY)) as sb:
         yield sb
 
-
-@pytest.fixture
-async def runner() -> AsyncIterator[Runner]:
-    state = ResilienceState.memory()
-    async with Runner(breakers=state.breakers, limiters=state.limiters) as r:
-        yield r
 
 
 def pointed(settings: Settings, sandbox: Sandbox) -> Settings:

@@ -10,7 +10,7 @@ from adapters.registry import build_adapter
 from adapters.request import AdapterConfigError, query_vars
 from aggregator.config import ConfigError, SourceConfig
 from aggregator.models import Mode, Query
-from tests.test_adapters_fixtures import load_source
+from tests.adapters.test_fixtures import load_source
 
 ZHANG_ID = "110105199003071239"
 

@@ -52,12 +52,12 @@ def test_same_seed_and_day_give_identical_data(ds: Dataset) -> None:
 
 def test_identical_in_another_process_with_another_hash_seed(ds: Dataset) -> None:
     code = (
-        "from datetime import date; from tests.test_dataset import _digest; "
+        "from datetime import date; from tests.adapters.test_dataset import _digest; "
         "from aggregator.sandbox.dataset import generate; "
         f"print(_digest(generate(seed=2026, holders=3000, today=date({TODAY.year}, {TODAY.month}, {TODAY.day}))))"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
-    repo = Path(__file__).resolve().parent.parent
+    repo = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env, cwd=repo)
     assert out.stdout.strip() == _digest(ds)
 

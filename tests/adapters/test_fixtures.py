@@ -27,7 +27,7 @@ from aggregator.models import Query
 from aggregator.runner import decode_body  # bodies are decoded as the runner decodes them
 from tests.conftest import FIXTURES, TODAY
 
-CONFIG = Path(__file__).resolve().parent.parent / "config" / "sources"
+CONFIG = Path(__file__).resolve().parents[2] / "config" / "sources"
 SOURCES = ("mem_api", "samr_api", "mohrss_html", "mohurd_api")
 
 

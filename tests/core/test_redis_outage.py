@@ -17,7 +17,7 @@ import pytest
 from aggregator.cache import SourceCache
 from aggregator.models import Outcome, Query, SourceResult
 from tests.redis_server import RedisServer
-from tests.test_cache import make_source, result
+from tests.core.test_cache import make_source, result
 
 pytestmark = pytest.mark.slow
 

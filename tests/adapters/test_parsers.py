@@ -16,8 +16,8 @@ from adapters.registry import build_adapter
 from adapters.request import replay
 from adapters.samr import SamrAdapter, canonical_item, split_items
 from aggregator.models import CertStatus, Query
+from tests.adapters.test_fixtures import load_source
 from tests.conftest import FIXTURES, TODAY
-from tests.test_adapters_fixtures import load_source
 
 ZHANG = Query(number="T110105199003071239")
 

@@ -17,10 +17,10 @@ import redis.asyncio as aioredis
 
 from aggregator.cache import SCHEMA_VERSION, SourceCache
 from aggregator.models import ErrorKind, Outcome, Query
-from tests.test_cache import FOUND_S, MAX_STALE_S, NOT_FOUND_S, QUERY, FakeClock, Source, make_source, result
+from tests.core.test_cache import FOUND_S, MAX_STALE_S, NOT_FOUND_S, QUERY, FakeClock, Source, make_source, result
 
 pytestmark = pytest.mark.redis
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
