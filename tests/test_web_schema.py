@@ -3,14 +3,20 @@ invalid requests as the public, as a regulator (with a purpose, so the authorise
 (who may upload), and every response must be no 5xx, have a documented status and content type, and match
 its schema. Examples are bounded (and derandomised: the same ones every run) so the file runs in well under
 a minute; for a deeper search by hand: CERTQ_SCHEMA_EXAMPLES=500 CERTQ_SCHEMA_RANDOM=1 pytest tests/test_web_schema.py
+
+The description is derived from the endpoints' declarations and its response schemas forbid members they do
+not list, so an answer that drifts from its model fails here: the last tests pin that, and that every role's
+view of an answer matches the one lookup schema.
 """
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
@@ -24,7 +30,15 @@ from schemathesis.specs.openapi.checks import (
 
 from aggregator.web.app import create_app
 from aggregator.web.openapi import openapi_spec
-from tests.web_support import WebEnv, build_env, quiet_config, records_settings
+from tests.web_support import (
+    MEM_NUMBER,
+    MOHURD_NUMBER,
+    TestClient,
+    WebEnv,
+    build_env,
+    quiet_config,
+    records_settings,
+)
 
 # Per operation, caller and mode.
 MAX_EXAMPLES = int(os.environ.get("CERTQ_SCHEMA_EXAMPLES", "25"))
@@ -99,3 +113,72 @@ def test_no_5xx_and_responses_match_the_schema(
 
     run()
     assert statuses, "no request was made"
+
+
+# --- drift: a member the description does not know fails the schema -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def client(env: WebEnv) -> Iterator[TestClient]:
+    app = create_app(records_settings(), database_url=env.database_url, redis_url="", web=quiet_config())
+    with TestClient(app) as c:
+        yield c
+
+
+def _with_body(r: httpx.Response, body: Any) -> httpx.Response:
+    """The same response with another JSON body."""
+    altered = httpx.Response(r.status_code, headers=r.headers, content=json.dumps(body).encode(), request=r.request)
+    altered.read()
+    altered.elapsed = r.elapsed
+    return altered
+
+
+def _first(key: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    return lambda body: body[key][0]
+
+
+DRIFTS = [
+    pytest.param("GET", "/api/v1/sources", "/api/v1/sources", None, _first("sources"), id="a source"),
+    pytest.param("GET", "/api/v1/certificates/{number}", f"/api/v1/certificates/{MEM_NUMBER}?name=张小三", "employer",
+                 lambda body: body, id="a lookup answer"),
+    pytest.param("GET", "/api/v1/certificates/{number}", f"/api/v1/certificates/{MEM_NUMBER}", None,
+                 lambda body: body["certificates"][0], id="a certificate in a public answer"),
+    pytest.param("GET", "/api/v1/certificates/{number}", f"/api/v1/certificates/{MEM_NUMBER}", None,
+                 lambda body: body["sources"][0], id="a source line of an answer"),
+    pytest.param("GET", "/api/v1/uploads", "/api/v1/uploads", "regulator", _first("batches"), id="an upload"),
+    pytest.param("GET", "/api/v1/whoami", "/api/v1/whoami", "admin", lambda body: body, id="whoami"),
+    pytest.param("GET", "/api/v1/recognition", "/api/v1/recognition", None, _first("entries"), id="the catalogue"),
+    pytest.param("GET", "/api/v1/audit", "/api/v1/audit", None, lambda body: body, id="a problem document"),
+    pytest.param("GET", "/readyz", "/readyz", None, lambda body: body["checks"], id="readiness checks"),
+]
+
+
+@pytest.mark.parametrize(("method", "template", "url", "who", "part"), DRIFTS)
+def test_a_member_the_description_does_not_know_fails_the_schema(
+    schema: Any, client: TestClient, env: WebEnv, method: str, template: str, url: str, who: str | None,
+    part: Callable[[dict[str, Any]], dict[str, Any]],
+) -> None:
+    operation = schema[template][method]
+    r = client.request(method, url, headers=env.auth(who, purpose="schema test" if who == "regulator" else None))
+    operation.validate_response(r)  # as answered: valid
+    body = r.json()
+    part(body)["surprise"] = 1
+    with pytest.raises(AssertionError, match="surprise"):
+        operation.validate_response(_with_body(r, body))
+
+
+@pytest.mark.parametrize("who", ["public", "employer", "regulator", "department-mem", "admin"])
+def test_every_roles_view_of_an_answer_matches_the_one_lookup_schema(
+    schema: Any, client: TestClient, env: WebEnv, who: str
+) -> None:
+    caller = None if who == "public" else who
+    headers = env.auth(caller, purpose="schema test" if who == "regulator" else None)
+    for number, name in ((MEM_NUMBER, "张小三"), (MOHURD_NUMBER, "王五"), (MEM_NUMBER, None)):
+        r = client.get(f"/api/v1/certificates/{number}", params={"name": name} if name else {}, headers=headers)
+        assert r.status_code == 200, r.text
+        schema["/api/v1/certificates/{number}"]["GET"].validate_response(r)
+    if who in ("employer", "regulator", "admin"):
+        pairs = {"pairs": [{"number": MEM_NUMBER, "name": "张小三"}, {"number": "T1101<05"}], "purpose": "schema test"}
+        r = client.post("/api/v1/verifications", json=pairs, headers=headers)
+        assert r.status_code == 200, r.text
+        schema["/api/v1/verifications"]["POST"].validate_response(r)

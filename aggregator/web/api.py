@@ -8,7 +8,10 @@
     GET  /api/v1/audit?limit=&key_id=                      regulator, admin
     GET  /api/v1/whoami                                    anyone; the role the request acts as
 
-Uploads are in `uploads.py`, probes and metrics in `ops.py`. Errors are problem documents (`problems.py`).
+Each handler is declared with `endpoint` (what it reads, answers and raises; who may call it): `/openapi.json`
+is built from those declarations. Handlers read the request, call the service layer (`services.Services`) and
+write the response. Uploads are in `uploads.py`, probes and metrics in `ops.py`. Errors are problem documents
+(`problems.py`).
 """
 
 from __future__ import annotations
@@ -20,18 +23,44 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from aggregator.models import Mode
-from aggregator.resilience import SourceStats
-from aggregator.web.access import allow, caller, client_address, services, short_param, stated_purpose
-from aggregator.web.batch import Pair, parse_csv_pairs, parse_json_pairs, rows_to_csv, summary
-from aggregator.web.multipart import receive_multipart
-from aggregator.web.problems import Unprocessable, UnsupportedMediaType
-from aggregator.web.roles import Role
+from aggregator.config import RecognitionCatalogue
+from aggregator.numbers import NumberError
+from aggregator.web.access import caller, client_address, receive_form, services
+from aggregator.web.batch import Pair, VerificationRequest, parse_csv_pairs, parse_json_pairs, rows_to_csv, summary
+from aggregator.web.endpoint import (
+    PURPOSE,
+    Access,
+    Body,
+    Choice,
+    Integer,
+    Reply,
+    Text,
+    endpoint,
+    path_param,
+)
+from aggregator.web.problems import (
+    AuditUnavailable,
+    BadRequest,
+    PurposeRequired,
+    TooManyRequests,
+    Unprocessable,
+    UnsupportedMediaType,
+    UploadTooLarge,
+)
+from aggregator.web.roles import AUDITORS, VERIFIERS
+from aggregator.web.schemas import (
+    AuditEntries,
+    LookupView,
+    Sources,
+    VerificationForm,
+    VerificationResult,
+    WhoAmI,
+)
 
 NO_STORE = {"Cache-Control": "no-store"}
-VERIFIERS = frozenset({Role.EMPLOYER, Role.REGULATOR, Role.ADMIN})
-AUDITORS = frozenset({Role.REGULATOR, Role.ADMIN})
 _CSV_TYPES = ("text/csv", "application/csv", "text/plain")
+MAX_PARAM = 64
+EXAMPLE_NUMBER = "T110105199003071239"
 
 
 class AnswerResponse(JSONResponse):
@@ -42,39 +71,71 @@ class AnswerResponse(JSONResponse):
         return pydantic_core.to_json(content)
 
 
+# --- lookups ------------------------------------------------------------------------------------------------
+
+NUMBER = path_param(
+    "number",
+    "证书编号 or 身份证号 (as printed: spaces, dashes and full-width digits are fine)",
+    example=EXAMPLE_NUMBER,
+    type="string",
+    minLength=1,
+    maxLength=MAX_PARAM,
+)
+NAME = Text("name", "持证人姓名: checked against the records", max_length=MAX_PARAM, example="张伟")
+ID_NUMBER = Text("id_number", "持证人身份证号, for sources queried by ID number", max_length=MAX_PARAM)
+
+
+@endpoint(
+    "GET",
+    "/api/v1/certificates/{number}",
+    name="api_certificate",
+    operation_id="getCertificate",
+    reply=Reply.json(LookupView, "The answer"),
+    params=(NUMBER, NAME, ID_NUMBER, PURPOSE),
+    raises=(PurposeRequired, NumberError, Unprocessable, AuditUnavailable),
+)
 async def get_certificate(request: Request) -> Response:
-    """Look a certificate up in every source that could hold it; the merged answer, masked for the role."""
-    svc = services(request)
-    answer, view = await svc.lookup_for(
+    """证书查询 Look a certificate up (一网查询).
+
+    Asks every source that could hold the number and merges what they say: verdict, certificates, every
+    source's outcome and freshness, conflicts, recognitions. Anyone may ask; what is shown depends on the role.
+    Lookups with a key are audited. Names are a limited resource: a caller (key; the public: client IP) may
+    have 5 distinct names (by default) checked against one certificate per UTC day; beyond that the lookup is
+    made without the name and query.name_check is not_checked.
+    """
+    _, view = await services(request).lookup_for(
         caller(request),
         request.path_params["number"],
-        name=short_param(request, "name"),
-        id_number=short_param(request, "id_number"),
-        purpose=stated_purpose(request),
+        name=NAME.read(request),
+        id_number=ID_NUMBER.read(request),
+        purpose=PURPOSE.read(request),
         client_ip=client_address(request),
     )
     return AnswerResponse(view, headers=NO_STORE)
 
 
+# --- batch verification -----------------------------------------------------------------------------------
+
+FORMAT = Choice("format", "csv or json (default: by Accept)", choices=("csv", "json"))
+
+
 def _wants_csv(request: Request) -> bool:
-    fmt = request.query_params.get("format")
+    fmt = FORMAT.read(request)
     if fmt:
-        if fmt not in ("csv", "json"):
-            raise Unprocessable("format 只能是 csv 或 json", "format must be csv or json")
         return fmt == "csv"
     return "text/csv" in request.headers.get("accept", "")
 
 
 async def _read_pairs(request: Request) -> tuple[list[Pair], str | None]:
-    svc = services(request)
-    limit = svc.config.batch_max
+    config = services(request).config
+    limit = config.batch_max
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype in ("application/json", "") or ctype.endswith("+json"):
         return parse_json_pairs(await request.body(), limit=limit)
     if ctype in _CSV_TYPES:
         return parse_csv_pairs(await request.body(), limit=limit), None
     if ctype == "multipart/form-data":
-        form = await receive_multipart(request, dest_dir=svc.config.upload_dir, file_limit=svc.config.body_limit)
+        form = await receive_form(request, file_limit=config.body_limit)
         try:
             if form.file is None:
                 raise Unprocessable("缺少名为 file 的 CSV 文件", "no CSV file in a form field named 'file'")
@@ -85,16 +146,43 @@ async def _read_pairs(request: Request) -> tuple[list[Pair], str | None]:
     raise UnsupportedMediaType(ctype, "application/json, text/csv, multipart/form-data")
 
 
+@endpoint(
+    "POST",
+    "/api/v1/verifications",
+    name="api_verifications",
+    operation_id="verifyBatch",
+    reply=Reply.json(VerificationResult, "One result per pair", text_csv=str),
+    access=Access.only(VERIFIERS, "批量核验 / batch verification"),
+    params=(FORMAT, PURPOSE),
+    body=Body(
+        {"application/json": VerificationRequest, "text/csv": str, "multipart/form-data": VerificationForm},
+        example={"pairs": [{"number": EXAMPLE_NUMBER, "name": "张伟"}]},
+    ),
+    raises=(
+        BadRequest,
+        PurposeRequired,
+        Unprocessable,
+        UnsupportedMediaType,
+        UploadTooLarge,
+        TooManyRequests,
+        AuditUnavailable,
+    ),
+)
 async def post_verifications(request: Request) -> Response:
-    """Verify up to 1,000 {number, name} pairs at once; JSON, or CSV with `Accept: text/csv` / `?format=csv`."""
-    principal = caller(request)
-    allow(principal, VERIFIERS, "批量核验 / batch verification")
+    """批量核验 Verify up to 1,000 {number, name} pairs (employer, regulator, admin).
+
+    JSON {pairs:[{number,name}]} or CSV (text/csv body, or a multipart file field `file`) with columns
+    number,name[,id_number]. Answers JSON, or CSV with `Accept: text/csv` or `?format=csv` (cells that could run
+    as spreadsheet formulas get a leading '). Every pair is answered even if another fails. N pairs cost N of
+    the key's per-minute rate limit (a batch that does not fit is a 429 before anything is looked up); names
+    beyond the daily per-certificate budget are not checked (name_check: not_checked).
+    """
     wants_csv = _wants_csv(request)
     pairs, body_purpose = await _read_pairs(request)
     rows = await services(request).verify_for(
-        principal,
+        caller(request),
         pairs,
-        purpose=stated_purpose(request, body_purpose),
+        purpose=PURPOSE.read(request, body_purpose),
         client_ip=client_address(request),
         rate_state=request.scope.setdefault("state", {}),
     )
@@ -108,87 +196,70 @@ async def post_verifications(request: Request) -> Response:
     return JSONResponse(body, headers=NO_STORE)
 
 
-def _stats_fields(snapshot: dict[str, Any]) -> dict[str, Any]:
-    return {k: snapshot.get(k) for k in ("calls", "success_rate", "p50_ms", "p95_ms", "outcomes", "last_error")}
+# --- sources, recognition, audit, whoami ---------------------------------------------------------------------
 
 
+@endpoint("GET", "/api/v1/sources", name="api_sources", operation_id="getSources", reply=Reply.json(Sources, "Sources"))
 async def get_sources(request: Request) -> Response:
-    """Every configured source: mode, circuit state, recent success rate and latency, last error, and for
-    uploaded records the newest quarter and when it was uploaded."""
-    svc = services(request)
-    gw = svc.gateway
-    latest: dict[Any, Any] = {}
-    records_error: str | None = None
-    try:
-        latest = await gw.store.latest_batches()
-    except Exception as e:  # noqa: BLE001 - a broken store shows as such, the page still answers
-        records_error = f"{type(e).__name__}: {e}"
-    out = []
-    for s in gw.settings.sources:
-        item: dict[str, Any] = {
-            "id": s.id,
-            "name": s.name,
-            "department": s.department.value,
-            "mode": s.mode.value,
-            "enabled": s.enabled,
-            "kinds": [k.value for k in s.kinds],
-            "circuit": None,
-            "records": None,
-        }
-        if s.mode in (Mode.API, Mode.HTML):
-            state = await gw.resilience.breakers.state(s.id)
-            item["circuit"] = {
-                "state": state.state.value,
-                "consecutive_failures": state.consecutive_failures,
-                "backoff_s": state.backoff_s,
-            }
-            item.update(_stats_fields(gw.runner.stats(s.id)))
-        else:
-            item.update(_stats_fields(svc.record_stats.get(s.id, SourceStats()).snapshot(s.id)))
-        if s.mode == Mode.RECORDS:
-            batch = latest.get(s.department)
-            item["records"] = {
-                "quarter": batch.quarter if batch else None,
-                "uploaded_at": batch.uploaded_at.isoformat() if batch else None,
-                "rows_imported": batch.rows_imported if batch else 0,
-                "batch_id": batch.id if batch else None,
-                "error": records_error,
-            }
-        out.append(item)
-    return JSONResponse({"sources": out})
+    """数据源状态 Every source's health: mode, circuit, success rate, p50/p95, last error, newest upload.
+
+    Per configured source: how it is asked (records, api, html, link), its circuit breaker (live sources), the
+    recent calls' success rate, latency and outcomes, the last error, and for uploaded records the newest
+    quarter and when it was uploaded.
+    """
+    health = await services(request).sources.health()
+    return JSONResponse({"sources": [s.model_dump(mode="json") for s in health]})
 
 
+@endpoint(
+    "GET",
+    "/api/v1/recognition",
+    name="api_recognition",
+    operation_id="getRecognition",
+    reply=Reply.json(RecognitionCatalogue, "Catalogue"),
+)
 async def get_recognition(request: Request) -> Response:
-    """The mutual-recognition catalogue (对应目录): which certificate earns what, and where each rule comes from."""
-    return JSONResponse(services(request).gateway.settings.recognition.model_dump(mode="json"))
+    """对应目录 The mutual-recognition catalogue.
+
+    Which certificate earns what, and where each rule comes from.
+    """
+    return JSONResponse(services(request).sources.recognition().model_dump(mode="json"))
 
 
-def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError as e:
-        raise Unprocessable(f"参数 {name} 应为整数", f"parameter {name} must be an integer") from e
-    if not low <= value <= high:
-        raise Unprocessable(f"参数 {name} 应在 {low} 与 {high} 之间", f"parameter {name} must be {low}..{high}")
-    return value
+LIMIT = Integer("limit", "How many entries, newest first", default=100, minimum=1, maximum=1000)
+KEY_ID = Text("key_id", "Only this key's lookups", max_length=32)
 
 
+@endpoint(
+    "GET",
+    "/api/v1/audit",
+    name="api_audit",
+    operation_id="getAudit",
+    reply=Reply.json(AuditEntries, "Entries"),
+    access=Access.only(AUDITORS, "查看审计日志 / read the audit log"),
+    params=(LIMIT, KEY_ID),
+    raises=(Unprocessable,),
+)
 async def get_audit(request: Request) -> Response:
-    """The audit log, newest first: who looked up which number, in what role, why, and the verdict."""
-    allow(caller(request), AUDITORS, "查看审计日志 / read the audit log")
-    limit = _int_param(request, "limit", 100, 1, 1000)
-    key_id = request.query_params.get("key_id") or None
-    if key_id is not None and (len(key_id) > 32 or "\x00" in key_id):  # PostgreSQL refuses NUL in text
+    """审计日志 The audit log, newest first (regulator, admin).
+
+    Who looked up which number, in what role, why, and the verdict; for a name given, what became of it
+    (name_check), never the name itself.
+    """
+    limit = LIMIT.read(request)
+    key_id = KEY_ID.raw(request) or None
+    if key_id is not None and (len(key_id) > KEY_ID.max_length or "\x00" in key_id):  # PostgreSQL refuses NUL
         raise Unprocessable("key_id 过长或含有无效字符", "key_id is too long or contains a NUL character")
     entries = await services(request).audit.read(limit=limit, key_id=key_id)
     return JSONResponse({"entries": [e.as_dict() for e in entries]}, headers=NO_STORE)
 
 
+@endpoint("GET", "/api/v1/whoami", name="api_whoami", operation_id="whoami", reply=Reply.json(WhoAmI, "The caller"))
 async def get_whoami(request: Request) -> Response:
-    """The role this request acts as (anonymous requests act as the public)."""
+    """当前身份 The role this request acts as.
+
+    Anonymous requests act as the public.
+    """
     p = caller(request)
     return JSONResponse(
         {
@@ -202,10 +273,5 @@ async def get_whoami(request: Request) -> Response:
 
 def api_routes() -> list[Route]:
     return [
-        Route("/api/v1/certificates/{number}", get_certificate, methods=["GET"], name="api_certificate"),
-        Route("/api/v1/verifications", post_verifications, methods=["POST"], name="api_verifications"),
-        Route("/api/v1/sources", get_sources, methods=["GET"], name="api_sources"),
-        Route("/api/v1/recognition", get_recognition, methods=["GET"], name="api_recognition"),
-        Route("/api/v1/audit", get_audit, methods=["GET"], name="api_audit"),
-        Route("/api/v1/whoami", get_whoami, methods=["GET"], name="api_whoami"),
+        e.route() for e in (get_certificate, post_verifications, get_sources, get_recognition, get_audit, get_whoami)
     ]

@@ -6,8 +6,12 @@
 
     uvicorn --factory aggregator.web.app:create_app      # what `certq serve --workers N` runs
 
-The lifespan opens the gateway (unless one is given) and closes it. Every request passes the middleware in
+The lifespan opens the gateway (unless one is given), builds the service layer on it (`services.Services`:
+handlers reach the gateway only through it) and closes it. Every request passes the middleware in
 `middleware.py` (metrics, problem documents for every error, client IP, body limit, key, rate limit).
+
+The routes: the API's declared endpoints (`api.py`, `uploads.py`, `ops.py`; `/openapi.json` is built from
+them), the static files and the pages (`pages/`, the docs page among them).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -28,18 +32,17 @@ from starlette.staticfiles import StaticFiles
 
 from aggregator.config import Settings
 from aggregator.web.api import api_routes
-from aggregator.web.audit import AuditLog
 from aggregator.web.config import WebConfig
-from aggregator.web.keys import KeyStore
 from aggregator.web.metrics import Metrics
 from aggregator.web.middleware import Gate, ProblemGuard, RateLimitHeaders, RequestMetrics
-from aggregator.web.namebudget import create_name_budget
 from aggregator.web.openapi import openapi_routes
 from aggregator.web.ops import ops_routes
 from aggregator.web.problems import MethodNotAllowed, RouteNotFound, WebError, problem_response
-from aggregator.web.ratelimit import create_limiter
-from aggregator.web.service import Services
+from aggregator.web.services import Services
 from aggregator.web.uploads import upload_routes
+
+if TYPE_CHECKING:
+    from aggregator.gateway import Gateway
 
 WEB_DIR = Path(__file__).resolve().parent
 STATIC_DIR = WEB_DIR / "static"
@@ -60,7 +63,8 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
     return problem_response(problem)
 
 
-def _routes() -> list[BaseRoute]:
+def app_routes() -> list[BaseRoute]:
+    """Every route of the app, in the order they are matched."""
     from aggregator.web.pages import page_routes
 
     return [
@@ -76,7 +80,7 @@ def _routes() -> list[BaseRoute]:
 def create_app(
     settings: Settings | None = None,
     *,
-    gateway: Any | None = None,
+    gateway: Gateway | None = None,
     database_url: str | None = None,
     redis_url: str | None = None,
     web: WebConfig | None = None,
@@ -100,21 +104,7 @@ def create_app(
                 settings or Settings.load(), database_url=database_url, redis_url=redis_url, deadline_s=web.deadline_s
             )
         try:
-            engine = gw.store.engine
-            app.state.services = Services(
-                gateway=gw,
-                keys=KeyStore(engine, cache_s=web.key_cache_s),
-                audit=AuditLog(engine),
-                limiter=create_limiter(gw.cache.client),
-                metrics=metrics,
-                config=web,
-                names=create_name_budget(
-                    engine,
-                    gw.cache.client,
-                    per_certificate=web.names_per_certificate,
-                    salt=web.name_salt.get_secret_value() if web.name_salt else None,
-                ),
-            )
+            app.state.services = Services.on(gw, config=web, metrics=metrics)
             if web.freeze_gc:
                 gc.collect()
                 gc.freeze()
@@ -124,7 +114,7 @@ def create_app(
                 await gw.close()
 
     app = Starlette(
-        routes=_routes(),
+        routes=app_routes(),
         middleware=[
             Middleware(RequestMetrics, metrics=metrics),
             Middleware(RateLimitHeaders),

@@ -11,7 +11,7 @@
    are neither rate limited nor authenticated: they answer whatever Authorization header comes with them.
 
 What a route needs is left in the request state: `principal` (roles.Principal) and `client_ip`; the rate
-limit's decision is left there too (`service.RATELIMIT_STATE`), for the headers (a batch replaces it with
+limit's decision is left there too (`ratelimit.RATELIMIT_STATE`), for the headers (a batch replaces it with
 the decision that charged its pairs).
 """
 
@@ -35,13 +35,14 @@ from aggregator.web.problems import (
     WebError,
     problem_response,
 )
-from aggregator.web.ratelimit import Decision, ratelimit_headers
+from aggregator.web.ratelimit import RATELIMIT_IDENT, RATELIMIT_STATE, Decision, ratelimit_headers
 from aggregator.web.roles import Principal
-from aggregator.web.service import RATELIMIT_IDENT, RATELIMIT_STATE, Services
+from aggregator.web.services import Services
 
 log = logging.getLogger("aggregator.web")
 
-# Paths that are never rate limited nor authenticated (probes, scrapes, assets).
+# Paths that are never rate limited nor authenticated (probes, scrapes, assets; `endpoint.PROBE` declares the
+# endpoints among them, and the API description leaves the Gate's problems off those).
 UNLIMITED_PREFIXES = ("/healthz", "/readyz", "/metrics", "/static/", "/favicon.ico")
 
 

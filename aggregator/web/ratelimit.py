@@ -33,6 +33,11 @@ from typing import Any
 from aggregator.resilience.health import RedisHealth
 
 WINDOW_S = 60.0
+# Where the Gate leaves the request's rate-limit decision (and whose window it was) in the request state;
+# the RateLimit-* response headers are made from it (middleware.RateLimitHeaders). A batch replaces it with
+# the decision that charged its pairs.
+RATELIMIT_STATE = "ratelimit"
+RATELIMIT_IDENT = "ratelimit_ident"
 
 _LUA = """
 local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -57,6 +62,15 @@ class Decision:
     remaining: int = 0  # what is left of the window after this hit (before it, when refused)
     reset_s: int = 0  # refused: = retry_after_s; allowed: seconds until the current bucket rolls over
     window_s: int = int(WINDOW_S)
+
+
+# What each of them says, for the API description (every response to a rate-limited request carries them).
+RATELIMIT_HEADER_DOCS: dict[str, tuple[str, str]] = {
+    "RateLimit-Limit": ("integer", "Requests (batch pairs) allowed per window"),
+    "RateLimit-Remaining": ("integer", "What is left of the window"),
+    "RateLimit-Reset": ("integer", "Seconds until the window rolls over (429: until a retry fits)"),
+    "RateLimit-Policy": ("string", "<limit>;w=60"),
+}
 
 
 def ratelimit_headers(decision: Decision) -> dict[str, str]:

@@ -3,8 +3,8 @@
     Principal.anonymous()                      # the public: no key
     Principal(Role.DEPARTMENT, key_id="k3f9a0c1", label="应急管理部 数据科", department=Department.MEM)
 
-What each role may do is decided where it is used (see `api.py`); what each role may *see* of an answer is
-decided in one place, `masking.mask_answer`.
+What each role may do is declared on each endpoint (`endpoint.Access`, with the role sets below, which the
+pages use too); what each role may *see* of an answer is decided in one place, `masking.mask_answer`.
 """
 
 from __future__ import annotations
@@ -24,6 +24,11 @@ class Role(StrEnum):
 
 
 FULL_VIEW_ROLES = frozenset({Role.REGULATOR, Role.ADMIN})
+# Who may do what (the API's endpoints and the signed-in pages use the same sets).
+VERIFIERS = frozenset({Role.EMPLOYER, Role.REGULATOR, Role.ADMIN})  # batch verification
+AUDITORS = frozenset({Role.REGULATOR, Role.ADMIN})  # the audit log
+UPLOADERS = frozenset({Role.DEPARTMENT, Role.ADMIN})  # uploading records
+UPLOAD_READERS = frozenset({Role.DEPARTMENT, Role.REGULATOR, Role.ADMIN})  # reading upload reports
 
 
 @dataclass(frozen=True)

@@ -8,171 +8,156 @@
 The file streams to a temporary file with the upload limit enforced while it arrives, is imported in one
 transaction (a rejected file imports nothing and its report says why, line by line), and is deleted
 afterwards, whatever happened. A successful import makes this process's cached answers for the department
-unreachable at once. A hostile file (a zip bomb, a sheet that asks for 512 GiB, a 100 MB cell) is read in a
-child process under the limits of `aggregator.records.limits` and is a rejected upload like any other
-(422 with its report, which keeps only excerpts of long values), never a dead worker.
+unreachable at once (`services.uploads`, which the department page uses too). A hostile file (a zip bomb, a
+sheet that asks for 512 GiB, a 100 MB cell) is read in a child process under the limits of
+`aggregator.records.limits` and is a rejected upload like any other (422 with its report, which keeps only
+excerpts of long values), never a dead worker.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from aggregator.models import Department
-from aggregator.records.report import AlreadyImported, BatchStatus, InvalidQuarter, parse_quarter
-from aggregator.web.access import allow, caller, services
-from aggregator.web.multipart import receive_multipart
+from aggregator.records.report import BatchReport, BatchStatus
+from aggregator.web.access import caller, receive_form, services
+from aggregator.web.endpoint import Access, Body, Param, Reply, endpoint, path_param
 from aggregator.web.problems import (
     AlreadyUploaded,
+    BadRequest,
     ImportRejected,
     RouteNotFound,
     Unprocessable,
+    UploadTooLarge,
     WrongDepartment,
 )
-from aggregator.web.roles import Principal, Role
+from aggregator.web.roles import UPLOAD_READERS, UPLOADERS
+from aggregator.web.schemas import UploadForm, Uploads
+from aggregator.web.services.uploads import parse_department, parse_flag, parse_upload_quarter
 
-UPLOADERS = frozenset({Role.DEPARTMENT, Role.ADMIN})
-READERS = frozenset({Role.DEPARTMENT, Role.REGULATOR, Role.ADMIN})
-_TRUE = {"1", "true", "yes", "on"}
-
-
-def _department(value: str | None) -> Department | None:
-    if value is None or not value.strip():
-        return None
-    try:
-        return Department(value.strip().lower())
-    except ValueError as e:
-        known = ", ".join(d.value for d in Department)
-        raise Unprocessable(f"未知部门 {value}，可选：{known}", f"unknown department {value!r}; one of {known}") from e
+READ_UPLOADS = Access.only(UPLOAD_READERS, "查看上传批次 / read uploads")
 
 
-def _quarter(value: str | None) -> str:
-    if value is None or not value.strip():
-        raise Unprocessable("缺少季度 quarter（如 2026Q1）", "quarter is required (e.g. 2026Q1)")
-    try:
-        return parse_quarter(value)
-    except InvalidQuarter as e:
-        raise Unprocessable("季度格式应为 YYYYQ1..YYYYQ4，例如 2026Q1", f"quarter must look like 2026Q1, not {value!r}") from e
+def _rejection(report: BatchReport) -> ImportRejected:
+    """The 422 for a rejected file: about the file itself when that is why, else the count; the report with it."""
+    body = report.model_dump(mode="json")
+    first = report.problems[0] if report.problems else None
+    if first is not None and first.column is None and first.value is None:  # about the file: say it here
+        zh, _, en = first.reason.partition(" (")
+        en = en.removesuffix(")")
+        return ImportRejected(
+            f"文件未导入：{zh}（共 {report.problems_total} 处问题，详见批次 {report.id} 的报告）",
+            f"nothing was imported: {en or zh} ({report.problems_total} problem(s), see the report of batch {report.id})",
+            body,
+        )
+    return ImportRejected(
+        f"文件未导入：{report.problems_total} 处问题，详见报告（批次 {report.id}）",
+        f"nothing was imported: {report.problems_total} problem(s), see the report (batch {report.id})",
+        body,
+    )
 
 
-def _target_department(principal: Principal, named: Department | None) -> Department:
-    """The department an upload is for: a department key's own (naming another is refused); an admin's named one."""
-    if principal.role == Role.DEPARTMENT:
-        assert principal.department is not None
-        if named is not None and named != principal.department:
-            raise WrongDepartment(principal.department.value, named.value)
-        return principal.department
-    if named is None:
-        raise Unprocessable("管理员上传须指定部门 department", "an admin upload must name the department")
-    return named
-
-
-def _report_json(report: Any) -> dict[str, Any]:
-    return report.model_dump(mode="json")  # type: ignore[no-any-return]
-
-
+@endpoint(
+    "POST",
+    "/api/v1/uploads",
+    name="api_upload",
+    operation_id="uploadRecords",
+    reply=Reply(
+        201,
+        {"application/json": BatchReport},
+        "Imported; the batch report",
+        headers={"Location": "The batch's report: /api/v1/uploads/{id}"},
+    ),
+    access=Access.only(UPLOADERS, "上传记录 / upload records"),
+    body=Body({"multipart/form-data": UploadForm}, example={"file": "mem-2026Q1.csv", "quarter": "2026Q1"}),
+    raises=(BadRequest, Unprocessable, WrongDepartment, AlreadyUploaded, ImportRejected, UploadTooLarge),
+)
 async def post_upload(request: Request) -> Response:
-    """Import a department's quarterly records file (CSV, XLSX or XLS); answers with the batch report."""
+    """上传记录 Upload a department's quarterly records file (department key: its own only).
+
+    Streamed to disk (upload size limit enforced while streaming), imported as `certq import` does: by default
+    a file with any invalid row is rejected whole (422 with the report); partial=true imports the valid rows.
+    The same file twice is 409.
+    """
     principal = caller(request)
-    allow(principal, UPLOADERS, "上传记录 / upload records")
     svc = services(request)
     # Parameters given in the query string are checked before a byte of the file is read.
-    early_dept = _department(request.query_params.get("department"))
+    early_dept = parse_department(request.query_params.get("department"))
     if early_dept is not None:
-        _target_department(principal, early_dept)
+        svc.uploads.target_department(principal, early_dept)
     if request.query_params.get("quarter"):
-        _quarter(request.query_params.get("quarter"))
+        parse_upload_quarter(request.query_params.get("quarter"))
 
-    form = await receive_multipart(request, dest_dir=svc.config.upload_dir, file_limit=svc.config.upload_limit)
+    form = await receive_form(request, file_limit=svc.config.upload_limit)
     try:
         if form.file is None:
             raise Unprocessable("缺少名为 file 的文件", "no file in a form field named 'file'")
         fields = form.fields
-        department = _target_department(principal, _department(fields.get("department")) or early_dept)
-        quarter = _quarter(fields.get("quarter") or request.query_params.get("quarter"))
-        partial = (fields.get("partial") or request.query_params.get("partial") or "").lower() in _TRUE
-        who = f"{principal.label or principal.role.value} (key {principal.key_id})"
-        try:
-            report = await svc.gateway.store.import_file(
-                form.file.path,
-                department=department,
-                quarter=quarter,
-                uploaded_by=who,
-                partial=partial,
-                file_name=form.file.name,
-            )
-        except AlreadyImported as e:
-            raise AlreadyUploaded(e.batch_id, department.value) from e
+        department = svc.uploads.target_department(principal, parse_department(fields.get("department")) or early_dept)
+        quarter = parse_upload_quarter(fields.get("quarter") or request.query_params.get("quarter"))
+        partial = parse_flag(fields.get("partial") or request.query_params.get("partial"))
+        report = await svc.uploads.import_file(
+            principal, form.file, department=department, quarter=quarter, partial=partial
+        )
     finally:
         form.discard()
-
-    body = _report_json(report)
     if report.status == BatchStatus.REJECTED:
-        first = report.problems[0] if report.problems else None
-        if first is not None and first.column is None and first.value is None:  # about the file: say it here
-            zh, _, en = first.reason.partition(" (")
-            en = en.removesuffix(")")
-            raise ImportRejected(
-                f"文件未导入：{zh}（共 {report.problems_total} 处问题，详见批次 {report.id} 的报告）",
-                f"nothing was imported: {en or zh} ({report.problems_total} problem(s), see the report of batch {report.id})",
-                body,
-            )
-        raise ImportRejected(
-            f"文件未导入：{report.problems_total} 处问题，详见报告（批次 {report.id}）",
-            f"nothing was imported: {report.problems_total} problem(s), see the report (batch {report.id})",
-            body,
-        )
-    svc.gateway.forget_generation(department)
-    return JSONResponse(body, status_code=201, headers={"Location": f"/api/v1/uploads/{report.id}"})
+        raise _rejection(report)
+    return JSONResponse(
+        report.model_dump(mode="json"), status_code=201, headers={"Location": f"/api/v1/uploads/{report.id}"}
+    )
 
 
-def _may_read(principal: Principal, department: Department) -> None:
-    if principal.role == Role.DEPARTMENT and principal.department != department:
-        assert principal.department is not None
-        raise WrongDepartment(principal.department.value, department.value)
+DEPARTMENT = Param(
+    "department", "Only this department", schema={"type": "string", "enum": [d.value for d in Department]}
+)
 
 
-async def get_upload(request: Request) -> Response:
-    """One upload with its full report (problems with line, column, value and reason; rejected rows)."""
-    principal = caller(request)
-    allow(principal, READERS, "查看上传批次 / read uploads")
-    raw = request.path_params["batch_id"]
-    if not raw.isdigit() or len(raw) > 18:
-        raise RouteNotFound(f"上传批次 / upload {raw}")
-    report = await services(request).gateway.store.get_batch(int(raw))
-    if report is None:
-        raise RouteNotFound(f"上传批次 / upload {raw}")
-    _may_read(principal, report.department)
-    return JSONResponse(_report_json(report))
-
-
+@endpoint(
+    "GET",
+    "/api/v1/uploads",
+    name="api_uploads",
+    operation_id="listUploads",
+    reply=Reply.json(Uploads, "Uploads"),
+    access=READ_UPLOADS,
+    params=(DEPARTMENT,),
+    raises=(Unprocessable, WrongDepartment),
+)
 async def list_uploads(request: Request) -> Response:
-    """Recent uploads, newest first (rejected ones included), and per department the current batch."""
-    principal = caller(request)
-    allow(principal, READERS, "查看上传批次 / read uploads")
-    named = _department(request.query_params.get("department"))
-    if principal.role == Role.DEPARTMENT:
-        assert principal.department is not None
-        if named is not None:
-            _may_read(principal, named)
-        named = principal.department
-    store = services(request).gateway.store
-    batches = await store.list_batches(named, limit=100)
-    latest = await store.latest_batches()
+    """上传批次 Recent uploads (department: its own; regulator, admin: all).
+
+    Newest first, rejected ones included, and per department the current batch.
+    """
+    named = parse_department(DEPARTMENT.raw(request))
+    batches, current = await services(request).uploads.listing(caller(request), named)
     return JSONResponse(
         {
             "batches": [b.model_dump(mode="json") for b in batches],
-            "current": {d.value: b.model_dump(mode="json") for d, b in latest.items() if named in (None, d)},
+            "current": {d.value: b.model_dump(mode="json") for d, b in current.items()},
         }
     )
 
 
+@endpoint(
+    "GET",
+    "/api/v1/uploads/{batch_id}",
+    name="api_upload_report",
+    operation_id="getUpload",
+    reply=Reply.json(BatchReport, "The report"),
+    access=READ_UPLOADS,
+    params=(path_param("batch_id", "The batch's id", example=1, type="integer"),),
+    raises=(RouteNotFound, WrongDepartment),
+)
+async def get_upload(request: Request) -> Response:
+    """批次报告 One upload's full report (department: its own only).
+
+    Problems with line, column, value and reason; rejected rows as uploaded.
+    """
+    report = await services(request).uploads.report(caller(request), request.path_params["batch_id"])
+    return JSONResponse(report.model_dump(mode="json"))
+
+
 def upload_routes() -> list[Route]:
-    return [
-        Route("/api/v1/uploads", post_upload, methods=["POST"], name="api_upload"),
-        Route("/api/v1/uploads", list_uploads, methods=["GET"], name="api_uploads"),
-        Route("/api/v1/uploads/{batch_id}", get_upload, methods=["GET"], name="api_upload_report"),
-    ]
+    return [e.route() for e in (post_upload, list_uploads, get_upload)]

@@ -1,21 +1,20 @@
-"""What the API routes and the pages share: the app's services and one lookup as a role may make it.
+"""Lookups as a role may make them: the one path from a request (API or page) to an answer.
 
-    services: Services = request.app.state.services
-    view = await services.lookup_for(principal, number, name=None, id_number=None, purpose=None, client_ip=ip)
+    answer, view = await services.lookup_for(principal, number, name=None, id_number=None, purpose=None, client_ip=ip)
+    rows = await services.verify_for(principal, pairs, purpose=None, client_ip=ip, rate_state=request_state)
 
-`lookup_for` is the one path from a request to an answer: the purpose rule for regulators, the name-check
-budget (a name beyond it is not checked: the lookup is made without it, see `namebudget.py`), the lookup
-under the configured deadline, metrics, the audit entry (written before the answer is returned; fail
-closed) and the masking for the caller's role. The pages call it too, so they cannot show more than the API.
-`verify_for` does the same for a batch, which first costs one unit of the key's rate limit per pair.
+`lookup_for`: the purpose rule for regulators, the name-check budget (a name beyond it is not checked: the
+lookup is made without it, see `namebudget.py`), the lookup under the configured deadline, metrics, the audit
+entry (written before the answer is returned; fail closed) and the masking for the caller's role. The pages
+call it too, so they cannot show more than the API. `verify_for` does the same for a batch, which first costs
+one unit of the key's rate limit per pair.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import MutableMapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aggregator.models import Answer, Mode, NameCheck
 from aggregator.numbers import parse_number
@@ -23,7 +22,6 @@ from aggregator.resilience import SourceStats
 from aggregator.web.audit import AuditEntry, AuditLog
 from aggregator.web.batch import Pair, RowResult, verify_all
 from aggregator.web.config import WebConfig
-from aggregator.web.keys import KeyStore
 from aggregator.web.masking import mask_answer, overall_name_match
 from aggregator.web.metrics import Metrics
 from aggregator.web.namebudget import (
@@ -36,15 +34,13 @@ from aggregator.web.namebudget import (
     not_checked,
 )
 from aggregator.web.problems import PurposeRequired, TooManyRequests, Unprocessable, has_control_characters
-from aggregator.web.ratelimit import WindowLimiter
+from aggregator.web.ratelimit import RATELIMIT_IDENT, RATELIMIT_STATE, WindowLimiter
 from aggregator.web.roles import Principal, Role
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from aggregator.gateway import Gateway
 
-# Where the Gate leaves the request's rate-limit decision (and whose window it was) in the request state;
-# the RateLimit-* response headers are made from it (middleware.RateLimitHeaders).
-RATELIMIT_STATE = "ratelimit"
-RATELIMIT_IDENT = "ratelimit_ident"
+log = logging.getLogger(__name__)
 
 
 def require_purpose(principal: Principal, purpose: str | None) -> str | None:
@@ -55,7 +51,9 @@ def require_purpose(principal: Principal, purpose: str | None) -> str | None:
     if principal.role == Role.REGULATOR and text is None:
         raise PurposeRequired()
     if text is not None and has_control_characters(text):
-        raise Unprocessable("用途说明含有控制字符（含换行、制表符）", "the purpose contains control characters (line breaks, tabs ...)")
+        raise Unprocessable(
+            "用途说明含有控制字符（含换行、制表符）", "the purpose contains control characters (line breaks, tabs ...)"
+        )
     return text
 
 
@@ -70,18 +68,29 @@ def audit_name_check(answer: Answer) -> str | None:
     return "unknown" if match is None else ("match" if match else "mismatch")
 
 
-@dataclass
-class Services:
-    """Everything a request handler needs, built by the app's lifespan."""
+class Lookups:
+    """Lookups and batches as a caller may make them (the base of `Services`, which adds the other services).
 
-    gateway: Any  # aggregator.gateway.Gateway (or a stand-in with the same lookup/store/cache)
-    keys: KeyStore
-    audit: AuditLog
-    limiter: WindowLimiter
-    metrics: Metrics
-    config: WebConfig
-    record_stats: dict[str, SourceStats] = field(default_factory=dict)  # records sources, as lookups saw them
-    names: NameBudget | None = None  # the name-check budget (None: every name is checked)
+    `limiter` and `names` are read at every call, so that whoever replaces them (a test's frozen clock) replaces
+    them for the Gate and the batches alike."""
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        *,
+        audit: AuditLog,
+        limiter: WindowLimiter,
+        metrics: Metrics,
+        config: WebConfig,
+        names: NameBudget | None = None,
+    ) -> None:
+        self.gateway = gateway  # the services' only way to the sources and the store; handlers never use it
+        self.audit = audit
+        self.limiter = limiter
+        self.metrics = metrics
+        self.config = config
+        self.names = names  # the name-check budget (None: every name is checked)
+        self.record_stats: dict[str, SourceStats] = {}  # records sources, as lookups saw them
 
     async def admit_names(
         self, principal: Principal, client_ip: str | None, pairs: Sequence[tuple[str, str]]
@@ -96,9 +105,7 @@ class Services:
             return [CHECKS_UNAVAILABLE] * len(pairs)  # fail closed: no name is checked
         return [None if ok else BUDGET_SPENT for ok in admitted]
 
-    async def charge_pairs(
-        self, principal: Principal, n: int, state: MutableMapping[str, Any] | None = None
-    ) -> None:
+    async def charge_pairs(self, principal: Principal, n: int, state: MutableMapping[str, Any] | None = None) -> None:
         """A batch of `n` pairs costs `n` of the key's per-minute window (the request itself, if the Gate
         counted it against this key, is one of them); `TooManyRequests` before anything is looked up when
         they do not fit. `state`: the request state, where the decision is left for the response headers."""

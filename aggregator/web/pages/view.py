@@ -1,6 +1,6 @@
 """Presentation helpers for the web pages: labels, Jinja filters and the employer's CSV template.
 
-Pure functions with no I/O, used by `pages.py` and its templates. Values may arrive as pydantic models
+Pure functions with no I/O, used by the page modules and their templates. Values may arrive as pydantic models
 (enums, dates) or as the JSON form of an answer (plain strings), so every helper accepts both.
 
     >>> verdict_badge("valid").zh

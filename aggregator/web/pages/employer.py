@@ -1,0 +1,122 @@
+"""The employer's batch check: a CSV of {number, name} in, a results table (or a CSV) out.
+
+The batch is the API's (`Services.verify_for`: the key's rate limit per pair, the name budget, audit, masking);
+the results table is made from the masked views only, never the raw answers' personal data.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from aggregator.errors import describe
+from aggregator.web.access import client_address, receive_form, services
+from aggregator.web.batch import RowResult, parse_csv_pairs, rows_to_csv
+from aggregator.web.pages import view as v
+from aggregator.web.pages.render import CSRF_FIELD, csrf_failed, csrf_ok, html_errors, render
+from aggregator.web.pages.session import signed_in
+from aggregator.web.problems import WebError
+from aggregator.web.roles import Role
+
+PATH = "/employer"
+
+
+def _result_row(r: RowResult) -> dict[str, Any]:
+    """One row of the results table, from the masked view only (never the raw answer's personal data)."""
+    certs = (r.view or {}).get("certificates") or []
+    described = []
+    for c in certs:
+        status = v.status_badge(c.get("effective"))
+        item = c.get("operation_item") or c.get("category") or ""
+        described.append(f"{v.kind_name(c.get('kind'))} {item} ({status.zh})".replace("  ", " "))
+    return {
+        "line": r.pair.row,
+        "number": r.number_norm or r.pair.number,
+        "name": r.pair.name or "",
+        "verdict": r.answer.verdict.value if r.answer else None,
+        "name_matches": r.name_matches,
+        "certificate": "；".join(described),
+        "valid_until": "；".join(v.fmt_date(c.get("valid_until")) for c in certs if c.get("valid_until")),
+        "error": (r.error or {}).get("detail") if r.answer is None else None,
+        "name_check": r.name_check.value if r.name_check else None,
+    }
+
+
+def _summary(rows: list[dict[str, Any]]) -> list[tuple[str, int]]:
+    counts = Counter("invalid" if r["error"] else r["verdict"] for r in rows)
+    out = []
+    for key, n in sorted(counts.items(), key=lambda kv: -kv[1]):
+        label = "输入有误 invalid" if key == "invalid" else f"{v.verdict_badge(key).zh} {key}"
+        out.append((label, n))
+    not_checked = sum(1 for r in rows if r.get("name_check") == "not_checked")
+    if not_checked:  # the daily name-check budget: these rows' names were not compared
+        out.append(("姓名未核对（今日核对次数已达上限或暂不可用）names not checked (daily budget spent)", not_checked))
+    return out
+
+
+@html_errors
+async def employer_page(request: Request) -> Response:
+    principal, login_page = await signed_in(request, PATH)
+    if login_page is not None:
+        return login_page
+    svc = services(request)
+    ctx: dict[str, Any] = {
+        "need_login": False,
+        "batch_max": svc.config.batch_max,
+        "rows": None,
+        "needs_purpose": principal.role == Role.REGULATOR,
+    }
+    if request.method == "GET":
+        return render(request, "employer.html", ctx, principal=principal)
+
+    form = await receive_form(request, file_limit=svc.config.body_limit)
+    try:
+        if not csrf_ok(request, form.fields.get(CSRF_FIELD)):
+            return csrf_failed(request)
+        if form.file is None or form.file.size == 0:
+            ctx["file_error"] = "请选择一个 CSV 文件 (choose a CSV file)"
+            return render(request, "employer.html", ctx, status=422, principal=principal)
+        raw = form.file.path.read_bytes()
+    finally:
+        form.discard()
+    try:
+        pairs = parse_csv_pairs(raw, limit=svc.config.batch_max)
+    except WebError as e:
+        ctx["file_error"] = describe(e).text
+        return render(request, "employer.html", ctx, status=describe(e).status, principal=principal)
+    results = await svc.verify_for(
+        principal,
+        pairs,
+        purpose=form.fields.get("purpose") or None,
+        client_ip=client_address(request),
+        rate_state=request.scope.setdefault("state", {}),
+    )
+    csv_text = rows_to_csv(results)
+    if form.fields.get("output") == "csv":
+        return Response(
+            csv_text,
+            media_type="text/csv; charset=utf-8",
+            headers={"Cache-Control": "no-store", "Content-Disposition": 'attachment; filename="certq-results.csv"'},
+        )
+    rows = [_result_row(r) for r in results]
+    ctx.update(rows=rows, summary=_summary(rows), csv_text=csv_text)
+    return render(request, "employer.html", ctx, principal=principal)
+
+
+async def employer_template(request: Request) -> Response:
+    """The list template: the header the batch reads, and two example rows."""
+    return Response(
+        v.template_csv(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="certq-template.csv"'},
+    )
+
+
+routes = [
+    Route(PATH, employer_page, methods=["GET", "POST"], name="page_employer"),
+    Route("/employer/template.csv", employer_template, methods=["GET"], name="page_employer_template"),
+]
