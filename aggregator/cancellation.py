@@ -4,7 +4,7 @@ On Python 3.11, `asyncio.wait_for` drops a cancellation that arrives just as the
 completes, returning the result instead (CPython gh-86296, fixed in 3.12). redis-py awaits every socket
 write through `asyncio.wait_for` when a socket timeout is set, as certq's clients do, so a lookup cancelled
 by its deadline at that moment would carry on past the deadline, and a task being shut down would never
-end (seen in tests/test_redis_outage.py about once in ten runs).
+end (seen in tests/core/test_redis_outage.py about once in ten runs).
 
     value = await keep_cancellation(client.get(key))
 

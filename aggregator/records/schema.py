@@ -1,7 +1,7 @@
 """The records tables as SQLAlchemy Core metadata: what queries are written against.
 
 The database itself is created and upgraded by the Alembic migrations in `migrations/` (0001 creates
-exactly these tables); `tests/test_records_store.py` checks that the two agree.
+exactly these tables); `tests/records/test_store.py` checks that the two agree.
 
 `records.is_current` marks the one row per certificate that lookups see: the row from the newest quarter
 of its department. The lookup indexes are partial (`WHERE is_current`), so history rows cost no index

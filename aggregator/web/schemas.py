@@ -5,7 +5,7 @@
 They are declarations for the API description (`openapi.py` builds `/openapi.json` from them) and the types
 the service layer returns where that costs nothing on a busy path. Every response model forbids unknown
 properties, and so does every model it is built from (`openapi.ClosedModels`), so that an answer which grows
-a member the description does not know fails the schema test (tests/test_web_schema.py) instead of drifting.
+a member the description does not know fails the schema test (tests/web/test_schema.py) instead of drifting.
 
 Lookup answers are produced as plain dicts (`masking.mask_answer`, the busiest path) and are not validated at
 request time: `LookupView` describes all of them, for every role. Fields that a role does not get are simply

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -24,8 +22,6 @@ import pytest
 from click.testing import CliRunner
 
 from aggregator.records import RecordStore
-from aggregator.web.app import create_app
-from aggregator.web.config import WebConfig
 from aggregator.web.keys import KeySpecError, KeyStore
 from aggregator.web.namebudget import NameBudget, caller_for
 from aggregator.web.ratelimit import MemoryWindow
@@ -37,7 +33,6 @@ from tests.web_support import (
     MOHURD_NUMBER,
     TestClient,
     WebEnv,
-    build_env,
     quiet_config,
     records_settings,
 )
@@ -49,40 +44,6 @@ NOT_CHECKED_EN = "the name was not checked"
 
 
 # --- fixtures and helpers ------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def template_env(tmp_path_factory: pytest.TempPathFactory) -> WebEnv:
-    return build_env(tmp_path_factory.mktemp("name-budget-template"))
-
-
-@pytest.fixture()
-def env(template_env: WebEnv, tmp_path: Path) -> WebEnv:
-    for f in template_env.root.glob("certq.sqlite3*"):
-        shutil.copy(f, tmp_path / f.name)
-    return WebEnv(
-        tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'certq.sqlite3'}", dict(template_env.keys),
-        dict(template_env.key_ids),
-    )
-
-
-@pytest.fixture()
-def make_client(env: WebEnv) -> Iterator[Callable[..., TestClient]]:
-    """Apps on the test's database (each one an instance of its own), closed at the end of the test."""
-    opened: list[TestClient] = []
-
-    def make(web: WebConfig | None = None, *, redis_url: str = "", database_url: str | None = None,
-             **kw: Any) -> TestClient:
-        app = create_app(SETTINGS, database_url=database_url or env.database_url, redis_url=redis_url,
-                         web=web or quiet_config())
-        c = TestClient(app, **kw)
-        c.__enter__()
-        opened.append(c)
-        return c
-
-    yield make
-    for c in reversed(opened):
-        c.__exit__(None, None, None)
 
 
 def lookup(client: TestClient, name: str | None, *, number: str = MEM_NUMBER, headers: dict[str, str] | None = None,

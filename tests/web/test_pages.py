@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from aggregator.config import Settings
+from aggregator.errors import describe
 from aggregator.models import Mode
 from aggregator.numbers import NumberError, parse_number
-from aggregator.errors import describe
 from aggregator.web.app import create_app
 from tests.web_support import (
     MEM_EXPIRED,

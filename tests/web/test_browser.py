@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from aggregator.web.app import create_app
-from tests.test_web_pages import MOHRSS_CSV, page_settings
+from tests.web.test_pages import MOHRSS_CSV, page_settings
 from tests.web_support import MEM_NUMBER, WebEnv, build_env, quiet_config
 
 CHROMIUM = "/usr/bin/chromium"
@@ -34,7 +34,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-ARTIFACTS = Path(__file__).parent / "artifacts"
+ARTIFACTS = Path(__file__).parents[1] / "artifacts"
 PHONE = {"width": 375, "height": 812}
 DESKTOP = {"width": 1280, "height": 900}
 STARTUP_S = 20.0

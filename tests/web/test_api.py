@@ -2,7 +2,7 @@
 log, batch verification, uploads scoped to their department, size and rate limits, proxy headers, input
 validation before any source is asked, probes and metrics, and problem documents for every error.
 
-What the pages show (tests/test_web_pages.py) and the masking rules one by one (tests/test_web_masking.py)
+What the pages show (tests/web/test_pages.py) and the masking rules one by one (tests/web/test_masking.py)
 are pinned there; here the same rules are checked as an API client meets them.
 """
 
@@ -12,7 +12,6 @@ import csv
 import io
 import json
 import re
-import shutil
 import sqlite3
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,9 +24,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from aggregator.web.app import create_app
-from aggregator.web.config import WebConfig
 from tests.helpers import make_id
 from tests.redis_server import free_port
+from tests.web.conftest import app_for
 from tests.web_support import (
     HEADER,
     ID_LI,
@@ -70,48 +69,10 @@ BAD_MEM = HEADER + f"{MEM_NEW},王新,{ID_NEW},男,电工作业,高压电工作�
 # --- fixtures ------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def template_env(tmp_path_factory: pytest.TempPathFactory) -> WebEnv:
-    """One database with the records and a key per role, copied for each test (building it is the slow part)."""
-    return build_env(tmp_path_factory.mktemp("web-api-template"))
-
-
-@pytest.fixture()
-def env(template_env: WebEnv, tmp_path: Path) -> WebEnv:
-    for f in template_env.root.glob("certq.sqlite3*"):
-        shutil.copy(f, tmp_path / f.name)
-    return WebEnv(
-        tmp_path,
-        f"sqlite+aiosqlite:///{tmp_path / 'certq.sqlite3'}",
-        dict(template_env.keys),
-        dict(template_env.key_ids),
-    )
-
-
-def app_for(env: WebEnv, web: WebConfig | None = None, *, redis_url: str = "") -> Any:
-    return create_app(SETTINGS, database_url=env.database_url, redis_url=redis_url, web=web or quiet_config())
-
-
 @pytest.fixture()
 def client(env: WebEnv) -> Iterator[TestClient]:
     with TestClient(app_for(env)) as c:
         yield c
-
-
-@pytest.fixture()
-def make_client(env: WebEnv) -> Iterator[Callable[..., TestClient]]:
-    """Clients on the test's database with their own web settings (closed at the end of the test)."""
-    opened: list[TestClient] = []
-
-    def make(web: WebConfig | None = None, *, redis_url: str = "", **kw: Any) -> TestClient:
-        c = TestClient(app_for(env, web, redis_url=redis_url), **kw)
-        c.__enter__()
-        opened.append(c)
-        return c
-
-    yield make
-    for c in reversed(opened):
-        c.__exit__(None, None, None)
 
 
 # --- helpers -------------------------------------------------------------------------------------------
@@ -240,7 +201,7 @@ MATRIX: dict[str, tuple[int, ...]] = {
     "GET  /healthz":                      (200, 200, 200, 200, 200, 200, 200, 200),
     "GET  /readyz":                       (200, 200, 200, 200, 200, 200, 200, 200),
     "GET  /metrics":                      (200, 200, 200, 200, 200, 200, 200, 200),
-    # the pages take the same keys (a Bearer header here; signed in with a cookie in test_web_pages.py)
+    # the pages take the same keys (a Bearer header here; signed in with a cookie in tests/web/test_pages.py)
     "GET  /":                             (200, 200, 200, 200, 200, 200, 401, 401),
     "GET  /lookup":                       (200, 200, 200, 200, 200, 200, 401, 401),
     "GET  /sources":                      (200, 200, 200, 200, 200, 200, 401, 401),

@@ -2,7 +2,7 @@
 invalid requests as the public, as a regulator (with a purpose, so the authorised paths run) and as an admin
 (who may upload), and every response must be no 5xx, have a documented status and content type, and match
 its schema. Examples are bounded (and derandomised: the same ones every run) so the file runs in well under
-a minute; for a deeper search by hand: CERTQ_SCHEMA_EXAMPLES=500 CERTQ_SCHEMA_RANDOM=1 pytest tests/test_web_schema.py
+a minute; for a deeper search by hand: CERTQ_SCHEMA_EXAMPLES=500 CERTQ_SCHEMA_RANDOM=1 pytest tests/web/test_schema.py
 
 The description is derived from the endpoints' declarations and its response schemas forbid members they do
 not list, so an answer that drifts from its model fails here: the last tests pin that, and that every role's
