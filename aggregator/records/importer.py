@@ -27,7 +27,7 @@ from typing import IO, Any
 
 from aggregator.config import ConfigError, DepartmentConfig, default_config_dir
 from aggregator.models import CertKind, Department
-from aggregator.records import fields as F
+from aggregator.records import fields
 from aggregator.records.limits import ImportLimits
 from aggregator.records.report import RowProblem, UnreadableFile, excerpt
 from aggregator.records.validate import DATE_COLUMNS, RECORD_COLUMNS, Problem, RowValidator
@@ -73,7 +73,7 @@ def load_departments(config_dir: Path | str | None = None) -> dict[Department, D
             problems.extend(f"{path}: department[{i}].{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
             continue
         try:
-            F.alias_table(dept.column_aliases)
+            fields.alias_table(dept.column_aliases)
         except ValueError as e:
             problems.append(f"{path}: department[{i}].{e}")
         for name in dept.encodings:
@@ -343,7 +343,7 @@ class Upload:
 
     path: Path
     source: TableSource
-    header: F.HeaderMap
+    header: fields.HeaderMap
     header_cells: list[str]
     header_line: int
     validator: RowValidator
@@ -446,8 +446,8 @@ def _nonblank(cells: list[Any]) -> bool:
 
 
 def _header_score(cells: list[Any], aliases: dict[str, str]) -> int:
-    found = {aliases.get(F.normalise_header(c)) for c in cells if isinstance(c, str)}
-    return sum(1 for name in F.REQUIRED if name in found) * 100 + len(found - {None})
+    found = {aliases.get(fields.normalise_header(c)) for c in cells if isinstance(c, str)}
+    return sum(1 for name in fields.REQUIRED if name in found) * 100 + len(found - {None})
 
 
 def open_upload(path: Path | str, department: DepartmentConfig, limits: ImportLimits | None = None) -> Upload:
@@ -461,7 +461,7 @@ def open_upload(path: Path | str, department: DepartmentConfig, limits: ImportLi
     limits = limits or ImportLimits.from_env()
     source = open_table(path, list(department.encodings), limits)
     try:
-        aliases = F.alias_table(department.column_aliases)
+        aliases = fields.alias_table(department.column_aliases)
         rows_iter = source.rows()
         pending: list[tuple[int, list[Any]]] = []
         for line, cells in rows_iter:
@@ -473,14 +473,14 @@ def open_upload(path: Path | str, department: DepartmentConfig, limits: ImportLi
             raise _file_problem("文件为空 (the file is empty)")
         best = 0
         for i, (_line, cells) in enumerate(pending):
-            if _header_score(cells, aliases) >= 100 * len(F.REQUIRED):
+            if _header_score(cells, aliases) >= 100 * len(fields.REQUIRED):
                 best = i
                 break
         header_line, header_cells_raw = pending[best]
-        header_cells = [F.cell_text(c) or "" if not isinstance(c, str) else c.strip() for c in header_cells_raw]
+        header_cells = [fields.cell_text(c) or "" if not isinstance(c, str) else c.strip() for c in header_cells_raw]
         if header_cells and header_cells[0].startswith("\ufeff"):
             header_cells[0] = header_cells[0].lstrip("\ufeff")
-        header = F.map_headers(list(header_cells), aliases)
+        header = fields.map_headers(list(header_cells), aliases)
         if header.errors:
             raise UnreadableFile([RowProblem(line=header_line, reason=e) for e in header.errors])
         validator = RowValidator(department, header, header_cells, source.encoding, text_rows=source.format == "csv")

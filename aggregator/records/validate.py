@@ -33,7 +33,7 @@ from aggregator.numbers import (
     normalise,
     parse_number,
 )
-from aggregator.records import fields as F
+from aggregator.records import fields
 
 #: The columns of a validated record, in the order record tuples hold them. Dates are ISO text.
 RECORD_COLUMNS: tuple[str, ...] = (
@@ -55,7 +55,7 @@ RECORD_COLUMNS: tuple[str, ...] = (
     "status_text",
     "row_number",
 )
-DATE_COLUMNS: frozenset[str] = frozenset(F.DATE_FIELDS)
+DATE_COLUMNS: frozenset[str] = frozenset(fields.DATE_FIELDS)
 MAX_TEXT = 500  # a longer cell is a misaligned row or garbage, not data
 
 Problem = tuple[int, str | None, str | None, str]  # line, column, value, reason (cheap to collect)
@@ -178,7 +178,7 @@ class RowValidator:
     def __init__(
         self,
         department: DepartmentConfig,
-        header: F.HeaderMap,
+        header: fields.HeaderMap,
         header_cells: list[str],
         encoding: str | None = None,
         *,
@@ -192,13 +192,13 @@ class RowValidator:
         self.encoding = encoding or "utf-8"
         self.text_rows = text_rows  # every cell is a str (CSV): no spreadsheet conversions needed
         self.kind = CertKind(department.kind).value
-        self.statuses = F.status_table(department.status_map)
-        self.has_id_column = F.ID_NUMBER in header.columns
+        self.statuses = fields.status_table(department.status_map)
+        self.has_id_column = fields.ID_NUMBER in header.columns
         # Caches of values seen in this file, successes only: text -> canonical value ("" for empty).
         self._dates: dict[Any, str] = {"": ""}
         self._genders: dict[str, str] = {"": ""}
         self._status: dict[str, str] = {"": _VALID}
-        self._identifiers = {header.columns[n] for n in (F.NUMBER, F.ID_NUMBER) if n in header.columns}
+        self._identifiers = {header.columns[n] for n in (fields.NUMBER, fields.ID_NUMBER) if n in header.columns}
         self._date_columns = {header.columns[n] for n in DATE_COLUMNS if n in header.columns}
 
     # --- rows ------------------------------------------------------------------------------------
@@ -231,13 +231,13 @@ class RowValidator:
             if position not in blanked:  # not "name is empty" about a blank stand-in for a row with a bad cell
                 bad.setdefault(position, []).append((lines[position], column_name, value, reason))
 
-        numbers = self._numbers(column(F.NUMBER), flag)
+        numbers = self._numbers(column(fields.NUMBER), flag)
         self._foreign_numbers(numbers, flag)
-        names = list(map(str.strip, column(F.NAME)))
+        names = list(map(str.strip, column(fields.NAME)))
         if not all(names):
             for k in [k for k, v in enumerate(names) if not v]:
-                flag(k, self.labels[F.NAME], None, "姓名为空 (name is empty)")
-        ids = self._id_numbers(column(F.ID_NUMBER), numbers, flag)
+                flag(k, self.labels[fields.NAME], None, "姓名为空 (name is empty)")
+        ids = self._id_numbers(column(fields.ID_NUMBER), numbers, flag)
         genders = self._cached(column("gender"), self._genders, self._gender, "gender", flag)
         categories = list(map(str.strip, column("category")))
         items = list(map(str.strip, column("operation_item")))
@@ -272,7 +272,7 @@ class RowValidator:
             kinds = [qualification if n and "mohrss_qual" in classify(n).names else self.kind for n in numbers]
         item_lists: Iterable[str | None] = repeat(None, count)
         if self.dept is Department.SAMR:
-            item_lists = [json.dumps(F.split_items(v), ensure_ascii=False) if v else None for v in items]
+            item_lists = [json.dumps(fields.split_items(v), ensure_ascii=False) if v else None for v in items]
         records = list(
             zip(
                 numbers,
@@ -354,12 +354,12 @@ class RowValidator:
             raw = numbers[k]
             numbers[k] = None
             if not raw:
-                flag(k, self.labels[F.NUMBER], None, "证书编号为空 (certificate number is empty)")
+                flag(k, self.labels[fields.NUMBER], None, "证书编号为空 (certificate number is empty)")
                 continue
             try:
                 numbers[k] = parse_number(raw).number
             except NumberError as e:
-                flag(k, self.labels[F.NUMBER], raw, e.reason)
+                flag(k, self.labels[fields.NUMBER], raw, e.reason)
         return numbers
 
     def _foreign_numbers(self, numbers: list[str | None], flag: Callable[..., None]) -> None:
@@ -370,7 +370,7 @@ class RowValidator:
             return
         for k, number in enumerate(numbers):
             if number and not own(number) and (reason := foreign_format(number, self.dept)):
-                flag(k, self.labels[F.NUMBER], number, reason)
+                flag(k, self.labels[fields.NUMBER], number, reason)
                 numbers[k] = None
 
     def _id_numbers(
@@ -386,7 +386,7 @@ class RowValidator:
                     ids[k] = normal
                 else:
                     ids[k] = None
-                    flag(k, self.labels[F.ID_NUMBER], raw, _id_reason(normal))
+                    flag(k, self.labels[fields.ID_NUMBER], raw, _id_reason(normal))
         if not all(ids):
             ids = [v or None for v in ids]
         # MEM numbers are T + the holder's ID number, SAMR numbers the ID number itself: fill a missing ID
@@ -408,7 +408,7 @@ class RowValidator:
             elif ids[k] is not None and self.dept is Department.MEM:
                 flag(
                     k,
-                    self.labels[F.NUMBER],
+                    self.labels[fields.NUMBER],
                     numbers[k],
                     f"证书编号（T+身份证号）与身份证号 {ids[k]} 不一致 "
                     f"(the number is T + an ID number that differs from the ID column {ids[k]})",
@@ -418,16 +418,16 @@ class RowValidator:
     def _dates_of(self, name: str, values: tuple[Any, ...], flag: Callable[..., None]) -> list[str]:
         """ISO dates ("" for empty) of one date column."""
         if self.text_rows or all(v.__class__ is str for v in values):
-            return self._cached(list(map(str.strip, values)), self._dates, F.parse_date, name, flag, iso=True)
+            return self._cached(list(map(str.strip, values)), self._dates, fields.parse_date, name, flag, iso=True)
         out: list[str] = []
         for k, value in enumerate(values):
             if value.__class__ is str:
-                out.extend(self._cached([value.strip()], self._dates, F.parse_date, name, flag, iso=True, at=k))
+                out.extend(self._cached([value.strip()], self._dates, fields.parse_date, name, flag, iso=True, at=k))
                 continue
             try:
-                parsed = F.parse_date(value)
+                parsed = fields.parse_date(value)
                 out.append(parsed.isoformat() if parsed else "")
-            except F.FieldError as e:
+            except fields.FieldError as e:
                 flag(k, self.labels[name], str(value), e.reason)
                 out.append("")
         return out
@@ -453,7 +453,7 @@ class RowValidator:
             raw = values[k]
             try:
                 converted = convert(raw)
-            except F.FieldError as e:
+            except fields.FieldError as e:
                 flag(at + k, self.labels[name], raw, e.reason)
                 out[k] = ""
                 continue
@@ -467,20 +467,20 @@ class RowValidator:
         return out  # type: ignore[return-value]
 
     def _gender(self, text: str) -> str:
-        return F.parse_gender(text) or ""
+        return fields.parse_gender(text) or ""
 
     def _status_of(self, text: str) -> str:
-        return F.map_status(text, self.statuses).value
+        return fields.map_status(text, self.statuses).value
 
     def _check_lengths(
         self, long_rows: Iterable[int], columns: tuple[list[str], ...], flag: Callable[..., None]
     ) -> None:
-        names = (F.NAME, "category", "operation_item", "level", "issuer")
+        names = (fields.NAME, "category", "operation_item", "level", "issuer")
         for k in long_rows:
             for name, values in zip(names, columns, strict=True):
                 value = values[k]
                 if value and len(value) > MAX_TEXT:
-                    flag(k, self.labels.get(name, F.FIELD_LABELS[name]), value[:60] + "…", _TOO_LONG)
+                    flag(k, self.labels.get(name, fields.FIELD_LABELS[name]), value[:60] + "…", _TOO_LONG)
 
     # --- cells -----------------------------------------------------------------------------------
 
@@ -497,8 +497,8 @@ class RowValidator:
                 out.append(value)
             else:
                 try:
-                    out.append(F.cell_text(value, identifier=i in self._identifiers) or "")
-                except F.FieldError as e:
+                    out.append(fields.cell_text(value, identifier=i in self._identifiers) or "")
+                except fields.FieldError as e:
                     problems.append((line, self.column_name(i), str(value), e.reason))
                     out.append("")
         return out
