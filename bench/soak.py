@@ -631,7 +631,7 @@ class Soak:
             with contextlib.suppress(Exception):
                 async with session.get(base + "/readyz") as r:
                     workers = len(descendants(self.server.pid)) if self.server else 0
-                    if r.status == 200 and workers >= self.args.workers:
+                    if r.status == 200 and (self.args.workers == 1 or workers >= self.args.workers):  # 1: no children
                         return
             await asyncio.sleep(0.2)
         raise RuntimeError(f"certq serve not ready after {timeout_s:.0f} s: {self.server_log_tail()}")

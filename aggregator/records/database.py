@@ -23,6 +23,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from aggregator.errors import register
 
+# The longest a request waits for a pooled connection (SQLAlchemy's default, 30 s, outlives any lookup deadline).
+POOL_TIMEOUT_S = 5.0
+
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 #: PostgreSQL advisory lock namespace: (LOCK_CLASS, 0) migrations, (LOCK_CLASS, n) a department's imports.
 LOCK_CLASS = 7345
@@ -86,14 +89,19 @@ def create_engine(url: str | None = None, *, connect_args: Mapping[str, Any] | N
         if not parsed.database or parsed.database == ":memory:":
             raise ValueError("the records store needs a SQLite file, not an in-memory database")
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, connect_args={"timeout": 60, **(connect_args or {})})
+        engine = create_async_engine(
+            url, connect_args={"timeout": 60, **(connect_args or {})}, pool_size=10, max_overflow=20,
+            pool_timeout=POOL_TIMEOUT_S,
+        )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
     if parsed.get_backend_name() == "postgresql":
         if parsed.get_driver_name() != "asyncpg":
             raise ValueError(f"PostgreSQL is reached through asyncpg: use postgresql+asyncpg://, not {parsed.drivername}")
-        return create_async_engine(url, connect_args=dict(connect_args or {}), pool_pre_ping=True)
+        return create_async_engine(
+            url, connect_args=dict(connect_args or {}), pool_pre_ping=True, pool_timeout=POOL_TIMEOUT_S
+        )
     raise ValueError(f"unsupported database {parsed.drivername!r}: use a SQLite file or postgresql+asyncpg://")
 
 
@@ -137,6 +145,9 @@ class StoreUnavailable(Exception):
         super().__init__(f"cannot open the records database {where}: {self.detail}")
 
 
+# Every pooled connection busy for POOL_TIMEOUT_S (a server far behind its load): the request is refused as a
+# temporary outage (503), never a 500, and a lookup's records source says unavailable.
+register(sa.exc.TimeoutError, 503, 75, "database-busy", "数据库繁忙，请稍后再试", "the database is busy; try again shortly")
 register(StoreUnavailable, 503, 69, "store-unavailable", "记录数据库无法连接", "cannot open the records database {exc.where}: {exc.detail}")
 
 

@@ -23,3 +23,12 @@ def test_the_most_specific_registered_class_wins_whatever_the_order_of_registrat
 def test_an_unregistered_exception_is_a_generic_internal_error_that_leaks_nothing() -> None:
     err = describe(RuntimeError("password=hunter2"))
     assert err.status == 500 and "hunter2" not in err.text
+
+
+def test_a_database_whose_connections_are_all_busy_is_a_temporary_outage_not_an_internal_error() -> None:
+    import sqlalchemy as sa
+
+    import aggregator.records.database  # noqa: F401 - registers the database's errors
+
+    err = describe(sa.exc.TimeoutError("QueuePool limit of size 10 overflow 20 reached"))
+    assert err.status == 503 and err.title == "database-busy"
