@@ -48,9 +48,9 @@ async def seed_records(store, dataset, data_dir: Path) -> None:
 
 def examples_table(dataset) -> Table:
     t = Table(title="值得一试的编号 numbers worth trying", title_justify="left")
-    t.add_column("number")
-    t.add_column("name")
-    t.add_column("shows")
+    t.add_column("number", no_wrap=True)  # typed back: never wrapped or cut
+    t.add_column("name", no_wrap=True)
+    t.add_column("shows", overflow="fold")
     for e in dataset.examples:
         t.add_row(e.number, e.name or "", e.shows)
     return t
@@ -119,7 +119,7 @@ async def run_demo(
         console.print(keys_table(keys))
         console.print(
             f"\n[bold]另开一个终端 in another terminal:[/bold]  export CERTQ_HOME={home}\n"
-            "  then certq lookup / keys list / uploads list / audit use this demo's database and sites."
+            "  (then certq lookup, keys, uploads and audit use this demo's data and sites)"
         )
         if not serve:
             async with await Gateway.open(live, database_url=db_url, redis_url="") as gw:
