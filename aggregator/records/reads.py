@@ -150,6 +150,19 @@ class RecordReads:
                 out.setdefault(Department(row.department), _summary(row))
         return out
 
+    async def current_rows_by_quarter(self, department: Department | str) -> dict[str, int]:
+        """How many current rows (the ones lookups see) the department has, per quarter, oldest first: what a
+        newer quarter's upload would supersede (read-only; for the department page's preview)."""
+        query = (
+            sa.select(batches.c.quarter, sa.func.count())
+            .select_from(records.join(batches, records.c.batch_id == batches.c.id))
+            .where(records.c.department == Department(department).value, records.c.is_current)
+            .group_by(batches.c.quarter)
+            .order_by(batches.c.quarter)
+        )
+        async with self.engine.connect() as conn:
+            return {str(q): int(n) for q, n in (await conn.execute(query)).all()}
+
     async def generation(self, department: Department | str) -> int:
         """A number that changes whenever an import for the department succeeds (for cache invalidation):
         the id of its newest imported batch, 0 before the first."""

@@ -8,6 +8,7 @@ exception is a file that was already imported: `AlreadyImported` carries the exi
 from __future__ import annotations
 
 import re
+import unicodedata
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -201,12 +202,22 @@ class UnreadableFile(RecordsImportError):
         super().__init__("; ".join(p.reason for p in problems))
 
 
+_QUARTER_FORMS = (
+    re.compile(r"^(\d{4})[\s\-_/]*Q[\s\-_]*([1-4])$"),  # 2026Q4, 2026 Q4, 2026q4, 2026-Q4
+    re.compile(r"^(\d{4})\s*年\s*第?\s*([1-4一二三四])\s*季度?$"),  # 2026年第4季度, 2026年4季度, 2026年第四季度
+)
+_CHINESE_DIGITS = {"一": "1", "二": "2", "三": "3", "四": "4"}
+
+
 def parse_quarter(text: str) -> str:
-    """`2026q1` -> `2026Q1`; anything that is not a year and quarter 1-4 raises `InvalidQuarter`."""
-    value = text.strip().upper()
-    if not QUARTER.match(value):
-        raise InvalidQuarter(text)
-    return value
+    """The quarter as `2026Q1`, from the ways people write it: `2026q1`, `2026 Q1`, `2026-Q1`, `2026年第1季度`,
+    `2026年1季度`, `2026年第一季度` (full-width characters too); anything else raises `InvalidQuarter`."""
+    value = unicodedata.normalize("NFKC", text).strip().upper()
+    for form in _QUARTER_FORMS:
+        m = form.match(value)
+        if m:
+            return f"{m.group(1)}Q{_CHINESE_DIGITS.get(m.group(2), m.group(2))}"
+    raise InvalidQuarter(text)
 
 
 def _register_errors() -> None:

@@ -155,10 +155,46 @@ def parse_csv_pairs(raw: bytes, *, limit: int) -> list[Pair]:
         rows = list(csv.reader(io.StringIO(text, newline="")))
     except csv.Error as e:
         raise BadRequest("CSV 格式有误", f"malformed CSV: {e}") from e
+    return _pairs_of(enumerate(rows, start=1), limit=limit)
+
+
+def _cell_text(value: Any) -> str:
+    """A workbook cell as the text a person typed: 12345.0 as '12345', a date as 2026-01-02."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if hasattr(value, "isoformat"):
+        return str(value.isoformat())[:10]
+    return str(value)
+
+
+def parse_workbook_pairs(path: Any, *, limit: int) -> list[Pair]:
+    """Pairs from an XLSX/XLS workbook's first visible sheet, laid out as the CSV is. Read by the importer's
+    defensive reader (`records.importer.open_table`: a child process with memory and CPU limits that checks
+    the zip first), never loaded in this process; what it refuses is `UnreadableFile` (422, the one table)."""
+    from aggregator.records.importer import open_table
+
+    source = open_table(path, ["utf-8-sig", "gb18030"])
+    try:
+        rows = ((line, [_cell_text(c) for c in cells]) for line, cells in source.rows())
+        return _pairs_of(rows, limit=limit)
+    finally:
+        close = getattr(getattr(source, "_reader", None), "close", None)
+        if close is not None:
+            close()
+
+
+def is_workbook(head: bytes) -> bool:
+    """Whether a file starts as a workbook does (zip: XLSX; OLE: XLS)."""
+    return head.startswith((b"PK\x03\x04", b"\xd0\xcf\x11\xe0"))
+
+
+def _pairs_of(rows: Any, *, limit: int) -> list[Pair]:
     columns = {"number": 0, "name": 1, "id_number": 2}
     pairs: list[Pair] = []
     header_seen = False
-    for line, row in enumerate(rows, start=1):
+    for line, row in rows:
         cells = [c.strip() for c in row]
         if not any(cells):
             continue

@@ -1,6 +1,8 @@
-"""The public page in a real browser: headless Debian Chromium (driven by playwright) opens the page served by
-uvicorn on loopback, types a number, submits, and sees the verdict; on a phone-size and a desktop viewport,
-with screenshots saved in tests/artifacts/ (git-ignored) for a person to look at.
+"""The pages in a real browser: headless Debian Chromium (driven by playwright) opens the pages served by
+uvicorn on loopback: the public page (types a number, submits, sees the verdict), then every page (a result,
+the employer's results, the department, the regulator, sources, docs, the catalogue, a 404) at 390 px and
+1,280 px wide, with screenshots saved in tests/artifacts/ (git-ignored) for a person to look at. Measured in
+the page: nothing scrolls sideways, and no certificate number (`.certno`) is broken across lines.
 
 Chromium comes from Debian (`apt-get install chromium`), never from `playwright install`. Without it the test
 skips with the reason, except under CERTQ_REQUIRE_SERVICES=1 (CI), where a missing browser is a failure.
@@ -16,12 +18,13 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
 from aggregator.web.app import create_app
-from tests.web.test_pages import MOHRSS_CSV, page_settings
-from tests.web_support import MEM_NUMBER, WebEnv, build_env, quiet_config
+from tests.web.test_pages import MOHRSS_CSV, MOHRSS_NUMBER, page_settings
+from tests.web_support import MEM_NUMBER, MOHURD_NUMBER, WebEnv, build_env, quiet_config
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -35,7 +38,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 ARTIFACTS = Path(__file__).parents[1] / "artifacts"
-PHONE = {"width": 375, "height": 812}
+PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 900}
 STARTUP_S = 20.0
 REQUIRE = os.environ.get("CERTQ_REQUIRE_SERVICES") == "1"
@@ -75,7 +78,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, WebEnv]]:
     """The whole app under uvicorn on 127.0.0.1, on a small imported data set, in a background thread."""
     import uvicorn
 
@@ -110,10 +113,15 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             pytest.fail("uvicorn did not start")
         time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", env
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def base_url(server: tuple[str, WebEnv]) -> str:
+    return server[0]
 
 
 def _artifacts() -> Path:
@@ -159,14 +167,80 @@ def test_public_page_lookup_shows_the_verdict(browser, base_url: str, viewport: 
     assert outside == [], f"the page fetched from elsewhere: {outside}"
 
 
-@pytest.mark.parametrize("path", ["/sources", "/employer", "/regulator", "/department", "/docs"])
-def test_other_pages_fit_a_phone(browser, base_url: str, path: str) -> None:
-    context = browser.new_context(viewport=PHONE, device_scale_factor=1, locale="zh-CN")
+# Measured in the page: the page's own width, and every certificate number on one line.
+_MEASURE = """() => {
+  const doc = document.scrollingElement || document.documentElement;
+  const broken = [...document.querySelectorAll('.certno, .nowrap')]
+    .filter(el => el.getClientRects().length > 1)
+    .map(el => el.textContent.trim());
+  const tables = [...document.querySelectorAll('.table-scroll')]
+    .filter(el => el.scrollWidth > el.clientWidth + 1)
+    .map(el => (el.querySelector('caption') || el.querySelector('th') || el).textContent.trim().slice(0, 40));
+  return {scroll: doc.scrollWidth, inner: window.innerWidth, certnos: document.querySelectorAll('.certno').length,
+          broken, tables};
+}"""
+
+
+def _check(page, shot: str) -> dict:
+    """The measurements of the page now shown, its screenshot saved; fails on sideways scroll or a broken number."""
+    page.screenshot(path=str(_artifacts() / f"{shot}.png"), full_page=True)
+    m = page.evaluate(_MEASURE)
+    assert m["scroll"] <= m["inner"], f"{shot}: the page scrolls sideways ({m['scroll']} px in {m['inner']} px)"
+    assert not m["broken"], f"{shot}: certificate numbers or dates broken across lines: {m['broken']}"
+    assert not m["tables"], f"{shot}: a table is wider than its box and scrolls: {m['tables']}"
+    return m
+
+
+EMPLOYER_LIST = f"证书编号,姓名\n{MEM_NUMBER},张小三\n{MOHURD_NUMBER},王五\n{MOHRSS_NUMBER},孙丽\n=1+1,@x\n"
+
+
+@pytest.mark.parametrize("viewport", [PHONE, DESKTOP], ids=["390", "1280"])
+def test_every_page_fits_and_keeps_numbers_whole(browser, server: tuple[str, WebEnv], viewport: dict[str, int]) -> None:
+    base, env = server
+    width = viewport["width"]
+    context = browser.new_context(viewport=viewport, device_scale_factor=1, locale="zh-CN")
     page = context.new_page()
     try:
-        page.goto(base_url + path)
-        page.locator("h1").first.wait_for()
-        _no_horizontal_scroll(page)
-        page.screenshot(path=str(_artifacts() / f"phone{path.replace('/', '-')}.png"), full_page=True)
+        public = {
+            "home": "/",
+            "result": f"/lookup?number={MEM_NUMBER}&name=张小三",
+            "mismatch": f"/lookup?number={quote(MOHURD_NUMBER)}&name=王五",
+            "sources": "/sources",
+            "docs": "/docs",
+            "recognition": "/recognition",
+        }
+        for shot, path in public.items():
+            page.goto(base + path)
+            page.locator("h1").first.wait_for()
+            m = _check(page, f"{shot}-{width}")
+            if shot in ("result", "mismatch"):
+                assert m["certnos"] > 0, f"{shot}: no certificate number is marked .certno"
+        missing = page.goto(base + "/no-such-page")
+        assert missing is not None and missing.status == 404
+        assert "text/html" in missing.headers["content-type"]
+        _check(page, f"404-{width}")
+
+        # signed in (an admin key may use every signed-in page)
+        page.goto(base + "/employer")
+        page.locator("#f-key").fill(env.keys["admin"])
+        page.get_by_role("button", name="登录").click()
+        page.locator("#f-file").wait_for()
+        page.set_input_files("#f-file", files=[{"name": "list.csv", "mimeType": "text/csv",
+                                                "buffer": EMPLOYER_LIST.encode("utf-8-sig")}])
+        page.get_by_role("button", name="核验").click()
+        page.locator("#results-title").wait_for()
+        m = _check(page, f"employer-{width}")
+        assert m["certnos"] >= 4
+
+        page.goto(base + "/regulator")
+        page.locator("#f-number").fill(MEM_NUMBER)
+        page.locator("#f-purpose").fill("工地抽查 2026-12")
+        page.get_by_role("button", name="查询").click()
+        page.locator("[data-verdict]").wait_for()
+        _check(page, f"regulator-{width}")
+
+        page.goto(base + "/department?department=mem&quarter=2026年第4季度")  # the preview of what it replaces
+        page.locator("[data-preview]").wait_for()
+        _check(page, f"department-{width}")
     finally:
         context.close()

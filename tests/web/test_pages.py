@@ -199,9 +199,29 @@ def test_employer_csv_round_trip_with_formulas_neutralised(client: TestClient, e
     template = client.get("/employer/template.csv")
     assert template.status_code == 200 and template.text.lstrip("\ufeff").startswith("证书编号,姓名")
 
+    # the default CSV: Chinese headers and words (issue 10)
     r = upload_list(client, EMPLOYER_LIST, "csv")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
     assert "attachment" in r.headers["content-disposition"]
+    rows = list(csv.DictReader(io.StringIO(r.content.decode("utf-8-sig"))))
+    by_number = {row["证书编号"]: row for row in rows}
+    assert by_number[MEM_NUMBER]["结论"] == "有效" and by_number[MEM_NUMBER]["姓名核对"] == "一致"
+    assert by_number[MOHURD_NUMBER]["结论"] == "姓名不符" and by_number[MOHURD_NUMBER]["姓名核对"] == "不符"
+    assert by_number[MEM_EXPIRED]["结论"] == "已过期"
+    # each certificate's department, number, status and valid-until on the same line of their cells
+    mem = by_number[MEM_NUMBER]
+    columns = [mem[k].split("\n") for k in ("发证部门", "查到的证书编号", "证书状态", "有效期至")]
+    assert len({len(c) for c in columns}) == 1 and MEM_NUMBER in columns[1]
+    line = columns[1].index(MEM_NUMBER)
+    assert columns[0][line] == "应急管理部" and columns[2][line] == "有效" and columns[3][line] == "2099-01-01"
+    formula_rows = [row for row in rows if row["结论"] == "输入有误"]
+    assert len(formula_rows) == 1
+    assert formula_rows[0]["证书编号"] == "'=HYPERLINK(\"x\")" and formula_rows[0]["姓名"] == "'@SUM(1)"
+    for row in rows:  # no cell a spreadsheet would run
+        assert not any(cell.startswith(("=", "+", "-", "@")) for cell in row.values())
+
+    # for programs: the API's columns and codes
+    r = upload_list(client, EMPLOYER_LIST, "csv_codes")
     rows = list(csv.DictReader(io.StringIO(r.content.decode("utf-8-sig"))))
     by_number = {row["number"]: row for row in rows}
     assert by_number[MEM_NUMBER]["verdict"] == "valid" and by_number[MEM_NUMBER]["name_matches"] == "yes"
@@ -210,7 +230,7 @@ def test_employer_csv_round_trip_with_formulas_neutralised(client: TestClient, e
     formula_rows = [row for row in rows if row["verdict"] == "error"]
     assert len(formula_rows) == 1
     assert formula_rows[0]["number"] == "'=HYPERLINK(\"x\")" and formula_rows[0]["name"] == "'@SUM(1)"
-    for row in rows:  # no cell a spreadsheet would run
+    for row in rows:
         assert not any(cell.startswith(("=", "+", "-", "@")) for cell in row.values())
 
 
@@ -274,7 +294,9 @@ def test_regulator_sees_full_records_conflicts_and_the_audit_log(client: TestCli
     assert "张小三" in text and "身份证号 ID number" in text  # full record
     # the lookup is in the log, with its purpose, on the same page
     audit = r.text[r.text.index('id="audit-title"') :]
-    assert "工地抽查 2026-11" in audit and MEM_NUMBER in audit and env.key_ids["regulator"] in audit
+    assert "工地抽查 2026-11" in audit and MEM_NUMBER in audit
+    # the organisation's label, not the key's hex id (issue 10)
+    assert "test regulator" in audit and env.key_ids["regulator"] not in audit
 
 
 def test_regulator_bad_id_number_is_named_on_its_own_field(client: TestClient, env: WebEnv) -> None:

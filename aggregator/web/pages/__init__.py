@@ -16,7 +16,17 @@ from starlette.routing import BaseRoute
 
 def page_routes() -> list[BaseRoute]:
     """The pages' routes; the app mounts them beside the API and serves the static files at /static."""
-    from aggregator.web.pages import department, docs, employer, lookup, regulator, session, sources
+    from aggregator.web.pages import (
+        department,
+        docs,
+        employer,
+        lookup,
+        notfound,
+        recognition,
+        regulator,
+        session,
+        sources,
+    )
 
     return [
         *lookup.routes,
@@ -25,5 +35,7 @@ def page_routes() -> list[BaseRoute]:
         *department.routes,
         *sources.routes,
         *docs.routes,
+        *recognition.routes,
         *session.routes,
+        *notfound.routes,  # last: an unknown page, for a browser (Accept: text/html)
     ]

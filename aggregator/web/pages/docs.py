@@ -1,7 +1,7 @@
 """The API docs page, /docs: every operation of /openapi.json with who may call it, its parameters, its
 answers and problems and an example request, then the roles, every problem type and an example answer.
 
-Self-contained (no CDN, no script; `templates/docs.html`) and made only from the API description
+In the site's layout with its navigation (no CDN, no script; `templates/docs.html`), `backticks` shown as code and made only from the API description
 (`openapi.py`) and the one table of problem texts (`aggregator.errors.registered`), once per set of routes.
 """
 
@@ -19,8 +19,16 @@ from starlette.routing import BaseRoute, Route
 
 from aggregator.errors import registered
 from aggregator.web.endpoint import Endpoint
-from aggregator.web.openapi import BEARER, PROBLEMS_KEY, REF, ROLES_KEY, document_of, endpoints_in
+from aggregator.web.openapi import (
+    BEARER,
+    PROBLEMS_KEY,
+    REF,
+    ROLES_KEY,
+    document_of,
+    endpoints_in,
+)
 from aggregator.web.pages.render import TEMPLATES
+from aggregator.web.pages.view import problem_text
 
 BASE_URL = "http://127.0.0.1:8000"
 EXAMPLE_ANSWER = {
@@ -89,6 +97,9 @@ def _page(endpoints: tuple[Endpoint, ...]) -> str:
         operations=_operations(spec),
         problems=registered(),
         example_answer=json.dumps(EXAMPLE_ANSWER, ensure_ascii=False, indent=2),
+        problem_text=problem_text,
+        current="/docs",
+        wide=True,
     )
 
 

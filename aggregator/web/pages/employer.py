@@ -1,4 +1,6 @@
-"""The employer's batch check: a CSV of {number, name} in, a results table (or a CSV) out.
+"""The employer's batch check: a CSV or XLSX list of {number, name} in, a results table (or a CSV / XLSX in
+Chinese, or the API's CSV for programs) out. A workbook is read by the importer's defensive reader in a child
+process (`batch.parse_workbook_pairs`), never loaded in the server process.
 
 The batch is the API's (`Services.verify_for`: the key's rate limit per pair, the name budget, audit, masking);
 the results table is made from the masked views only, never the raw answers' personal data.
@@ -6,18 +8,34 @@ the results table is made from the masked views only, never the raw answers' per
 
 from __future__ import annotations
 
+import base64
 from collections import Counter
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from aggregator.errors import describe
+from aggregator.records.report import UnreadableFile
 from aggregator.web.access import client_address, receive_form, services
-from aggregator.web.batch import RowResult, parse_csv_pairs, rows_to_csv
+from aggregator.web.batch import (
+    RowResult,
+    is_workbook,
+    parse_csv_pairs,
+    parse_workbook_pairs,
+    rows_to_csv,
+)
+from aggregator.web.pages import exports
 from aggregator.web.pages import view as v
-from aggregator.web.pages.render import CSRF_FIELD, csrf_failed, csrf_ok, html_errors, render
+from aggregator.web.pages.render import (
+    CSRF_FIELD,
+    csrf_failed,
+    csrf_ok,
+    html_errors,
+    render,
+)
 from aggregator.web.pages.session import signed_in
 from aggregator.web.problems import WebError
 from aggregator.web.roles import Role
@@ -29,11 +47,24 @@ def _result_row(r: RowResult) -> dict[str, Any]:
     """One row of the results table, from the masked view only (never the raw answer's personal data)."""
     certs = (r.view or {}).get("certificates") or []
     described = []
+    lines = []  # one aligned line per certificate: department, number, status, valid until
+    mismatch = r.answer is not None and r.answer.verdict.value == "name_mismatch"
     for c in certs:
-        status = v.status_badge(c.get("effective"))
+        status = v.HOLDER_DIFFERS if mismatch else v.status_badge(c.get("effective"))
         item = c.get("operation_item") or c.get("category") or ""
         described.append(f"{v.kind_name(c.get('kind'))} {item} ({status.zh})".replace("  ", " "))
+        lines.append(
+            {
+                "department": v.department_short_name(c.get("department")),
+                "kind": v.kind_name(c.get("kind")),
+                "item": item,
+                "number": c.get("number") or "",
+                "status": status,
+                "valid_until": v.fmt_date(c.get("valid_until")),
+            }
+        )
     return {
+        "certs": lines,
         "line": r.pair.row,
         "number": r.number_norm or r.pair.number,
         "name": r.pair.name or "",
@@ -42,6 +73,7 @@ def _result_row(r: RowResult) -> dict[str, Any]:
         "certificate": "；".join(described),
         "valid_until": "；".join(v.fmt_date(c.get("valid_until")) for c in certs if c.get("valid_until")),
         "error": (r.error or {}).get("detail") if r.answer is None else None,
+        "hints": exports.typo_hints(r),
         "name_check": r.name_check.value if r.name_check else None,
     }
 
@@ -50,12 +82,23 @@ def _summary(rows: list[dict[str, Any]]) -> list[tuple[str, int]]:
     counts = Counter("invalid" if r["error"] else r["verdict"] for r in rows)
     out = []
     for key, n in sorted(counts.items(), key=lambda kv: -kv[1]):
-        label = "输入有误 invalid" if key == "invalid" else f"{v.verdict_badge(key).zh} {key}"
+        label = "输入有误 invalid" if key == "invalid" else f"{v.verdict_badge(key).zh} {v.verdict_badge(key).en}"
         out.append((label, n))
     not_checked = sum(1 for r in rows if r.get("name_check") == "not_checked")
     if not_checked:  # the daily name-check budget: these rows' names were not compared
         out.append(("姓名未核对（今日核对次数已达上限或暂不可用）names not checked (daily budget spent)", not_checked))
     return out
+
+
+XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+def _download(body: str | bytes, media_type: str, ext: str) -> Response:
+    return Response(
+        body,
+        media_type=media_type,
+        headers={"Cache-Control": "no-store", "Content-Disposition": f'attachment; filename="certq-results.{ext}"'},
+    )
 
 
 @html_errors
@@ -78,16 +121,20 @@ async def employer_page(request: Request) -> Response:
         if not csrf_ok(request, form.fields.get(CSRF_FIELD)):
             return csrf_failed(request)
         if form.file is None or form.file.size == 0:
-            ctx["file_error"] = "请选择一个 CSV 文件 (choose a CSV file)"
+            ctx["file_error"] = "请选择一个 CSV 或 XLSX 文件 (choose a CSV or XLSX file)"
             return render(request, "employer.html", ctx, status=422, principal=principal)
-        raw = form.file.path.read_bytes()
+        with form.file.path.open("rb") as f:
+            head = f.read(8)
+        try:
+            if is_workbook(head):  # read in a child process with limits, while the upload is still on disk
+                pairs = await run_in_threadpool(parse_workbook_pairs, form.file.path, limit=svc.config.batch_max)
+            else:
+                pairs = parse_csv_pairs(form.file.path.read_bytes(), limit=svc.config.batch_max)
+        except (WebError, UnreadableFile) as e:
+            ctx["file_error"] = describe(e).text
+            return render(request, "employer.html", ctx, status=describe(e).status, principal=principal)
     finally:
         form.discard()
-    try:
-        pairs = parse_csv_pairs(raw, limit=svc.config.batch_max)
-    except WebError as e:
-        ctx["file_error"] = describe(e).text
-        return render(request, "employer.html", ctx, status=describe(e).status, principal=principal)
     results = await svc.verify_for(
         principal,
         pairs,
@@ -95,15 +142,16 @@ async def employer_page(request: Request) -> Response:
         client_ip=client_address(request),
         rate_state=request.scope.setdefault("state", {}),
     )
-    csv_text = rows_to_csv(results)
-    if form.fields.get("output") == "csv":
-        return Response(
-            csv_text,
-            media_type="text/csv; charset=utf-8",
-            headers={"Cache-Control": "no-store", "Content-Disposition": 'attachment; filename="certq-results.csv"'},
-        )
+    names = svc.sources.names()
+    csv_text = exports.to_csv(results, names)
+    output = form.fields.get("output")
+    if output in ("csv", "csv_codes"):  # Chinese headers and words; or the API's columns and codes for programs
+        return _download(csv_text if output == "csv" else rows_to_csv(results), "text/csv; charset=utf-8", "csv")
+    xlsx = exports.to_xlsx(results, names)
+    if output == "xlsx":
+        return _download(xlsx, XLSX_TYPE, "xlsx")
     rows = [_result_row(r) for r in results]
-    ctx.update(rows=rows, summary=_summary(rows), csv_text=csv_text)
+    ctx.update(rows=rows, summary=_summary(rows), csv_text=csv_text, xlsx_b64=base64.b64encode(xlsx).decode())
     return render(request, "employer.html", ctx, principal=principal)
 
 

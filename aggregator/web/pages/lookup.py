@@ -15,6 +15,7 @@ from starlette.routing import Route
 from aggregator.errors import describe
 from aggregator.numbers import NumberError
 from aggregator.web.access import client_address, services
+from aggregator.web.pages import view as v
 from aggregator.web.pages.render import MAX_FORM_FIELD, html_errors, render
 from aggregator.web.pages.session import page_principal
 from aggregator.web.problems import PurposeRequired
@@ -56,7 +57,9 @@ async def lookup_page(request: Request) -> Response:
     except PurposeRequired as e:
         ctx["errors"] = {"purpose": describe(e).text}
         return render(request, "index.html", ctx, status=400, principal=principal)
-    ctx.update(answer=view, source_names=svc.sources.names(), show_conflicts=bool(view.get("conflicts")))
+    names = svc.sources.names()
+    conflicts = bool(view.get("conflicts"))
+    ctx.update(answer=v.answer_page(view, names), source_names=names, show_conflicts=conflicts, wide=conflicts)
     return render(request, "index.html", ctx, principal=principal)
 
 

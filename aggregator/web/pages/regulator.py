@@ -15,8 +15,18 @@ from starlette.routing import Route
 from aggregator.errors import describe
 from aggregator.numbers import NumberError, parse_number
 from aggregator.web.access import client_address, services
+from aggregator.web.pages import view as v
 from aggregator.web.pages.lookup import NO_NUMBER
-from aggregator.web.pages.render import CSRF_FIELD, csrf_failed, csrf_ok, field, html_errors, render, urlencoded_form
+from aggregator.web.pages.render import (
+    CSRF_FIELD,
+    ROLE_NAMES,
+    csrf_failed,
+    csrf_ok,
+    field,
+    html_errors,
+    render,
+    urlencoded_form,
+)
 from aggregator.web.pages.session import signed_in
 from aggregator.web.problems import PurposeRequired
 
@@ -56,7 +66,7 @@ async def regulator_page(request: Request) -> Response:
         if not fields["purpose"]:
             errors["purpose"] = describe(PurposeRequired()).text
         if not errors:
-            _, ctx["answer"] = await svc.lookup_for(
+            _, answer = await svc.lookup_for(
                 principal,
                 fields["number"],
                 name=fields["name"] or None,
@@ -64,10 +74,14 @@ async def regulator_page(request: Request) -> Response:
                 purpose=fields["purpose"],
                 client_ip=client_address(request),
             )
+            ctx["answer"] = v.answer_page(answer, ctx["source_names"])
         if errors:
             ctx["errors"] = errors
             status = 422 if ("number" in errors or "id_number" in errors) else 400
     ctx["audit"] = await svc.audit.read(limit=AUDIT_ROWS)
+    # the organisation's label, not the key's hex id
+    ctx["key_labels"] = {k.key_id: k.label for k in await svc.keys.list_keys()}
+    ctx["role_names"] = {r.value: f"{name} {r.value}" for r, name in ROLE_NAMES.items()}
     return render(request, "regulator.html", ctx, status=status, principal=principal)
 
 

@@ -48,6 +48,8 @@ NAV: tuple[tuple[str, str, str], ...] = (
     ("/regulator", "监管", "Regulators"),
     ("/department", "部门上报", "Departments"),
     ("/sources", "数据源", "Sources"),
+    ("/recognition", "互认目录", "Recognition"),
+    ("/docs", "接口文档", "API"),
 )
 ROLE_NAMES = {
     Role.PUBLIC: "公众",
@@ -56,6 +58,8 @@ ROLE_NAMES = {
     Role.DEPARTMENT: "部门",
     Role.ADMIN: "管理员",
 }
+
+WIDE_TEMPLATES = frozenset({"employer.html", "department.html", "regulator.html", "sources.html", "recognition.html"})
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -71,17 +75,21 @@ def _environment() -> jinja2.Environment:
     env.filters.update(
         key=v._key,
         value=v.fmt_value,
-        time=v.fmt_time,
-        date=v.fmt_date,
+        time=v.unbroken(v.fmt_time),
+        date=v.unbroken(v.fmt_date),
         age=v.fmt_age,
-        ms=v.fmt_ms,
+        ms=v.unbroken(v.fmt_ms),
         percent=v.fmt_percent,
         safe_url=v.safe_url,
+        code=v.inline_code,
     )
     env.globals.update(
         verdict_badge=v.verdict_badge,
         status_badge=v.status_badge,
         outcome_badge=v.outcome_badge,
+        source_outcome_badge=v.source_outcome_badge,
+        holder_differs_badge=v.HOLDER_DIFFERS,
+        conflict_value=v.conflict_value,
         circuit_badge=v.circuit_badge,
         department_name=v.department_name,
         kind_name=v.kind_name,
@@ -94,6 +102,7 @@ def _environment() -> jinja2.Environment:
         bad_badge=v.Badge("bad", "✕", "不符", "no"),
         no_badge=v.Badge("none", "–", "不适用", "not eligible"),
         nav=NAV,
+        demo_examples=v.demo_examples,
     )
     return env
 
@@ -153,6 +162,7 @@ def render(
         "principal_label": principal_label(principal) if principal else None,
         "form": {},
         "errors": {},
+        "wide": template in WIDE_TEMPLATES,  # wide tables use the desktop's width
     }
     ctx.update(context)
     response = TEMPLATES.TemplateResponse(request, template, ctx, status_code=status)

@@ -122,6 +122,11 @@ class UploadService:
         self.may_read(principal, report.department)
         return report
 
+    async def current_quarters(self, principal: Principal, department: Department) -> dict[str, int]:
+        """The department's current rows per quarter (read-only), if `principal` may read its uploads."""
+        self.may_read(principal, department)
+        return await self._gateway.store.current_rows_by_quarter(department)
+
     async def listing(
         self, principal: Principal, named: Department | None
     ) -> tuple[list[BatchSummary], dict[Department, BatchSummary]]:
