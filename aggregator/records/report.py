@@ -189,7 +189,10 @@ class AlreadyImported(RecordsImportError):
 class InvalidQuarter(RecordsImportError, ValueError):
     def __init__(self, quarter: str) -> None:
         self.quarter = quarter
-        super().__init__(f"季度格式应为 YYYYQ1..YYYYQ4，例如 2026Q1 (quarter must look like 2026Q1, not {quarter!r})")
+        super().__init__(
+            f"季度格式应为 2026Q1、2026 Q1 或 2026年第1季度 (a quarter is written 2026Q1, 2026 Q1 or 2026年第1季度, "
+            f"not {quarter!r})"
+        )
 
 
 class UnreadableFile(RecordsImportError):
@@ -223,7 +226,10 @@ def parse_quarter(text: str) -> str:
 def _register_errors() -> None:
     from aggregator.errors import register
 
-    register(InvalidQuarter, 422, 2, "invalid-quarter", "季度格式应为 YYYYQ1..YYYYQ4，例如 2026Q1", "quarter must look like 2026Q1, not {exc.quarter!r}")
+    register(
+        InvalidQuarter, 422, 2, "invalid-quarter", "季度格式应为 2026Q1、2026 Q1 或 2026年第1季度",
+        "a quarter is written 2026Q1, 2026 Q1 or 2026年第1季度, not {exc.quarter!r}",
+    )
     register(AlreadyImported, 409, 0, "already-imported", "该文件已导入（批次 {exc.batch_id}），未作任何更改", "this file was already imported as batch {exc.batch_id}; nothing was added")
     register(UnreadableFile, 422, 65, "unreadable-file", "无法读取文件：{exc}", "the file cannot be read: {exc}")
 

@@ -27,8 +27,7 @@ from aggregator.web.batch import (
     parse_workbook_pairs,
     rows_to_csv,
 )
-from aggregator.web.pages import exports
-from aggregator.web.pages import view as v
+from aggregator.web.pages import exports, view
 from aggregator.web.pages.render import (
     CSRF_FIELD,
     csrf_failed,
@@ -50,17 +49,17 @@ def _result_row(r: RowResult) -> dict[str, Any]:
     lines = []  # one aligned line per certificate: department, number, status, valid until
     mismatch = r.answer is not None and r.answer.verdict.value == "name_mismatch"
     for c in certs:
-        status = v.HOLDER_DIFFERS if mismatch else v.status_badge(c.get("effective"))
+        status = view.HOLDER_DIFFERS if mismatch else view.status_badge(c.get("effective"))
         item = c.get("operation_item") or c.get("category") or ""
-        described.append(f"{v.kind_name(c.get('kind'))} {item} ({status.zh})".replace("  ", " "))
+        described.append(f"{view.kind_name(c.get('kind'))} {item} ({status.zh})".replace("  ", " "))
         lines.append(
             {
-                "department": v.department_short_name(c.get("department")),
-                "kind": v.kind_name(c.get("kind")),
+                "department": view.department_short_name(c.get("department")),
+                "kind": view.kind_name(c.get("kind")),
                 "item": item,
                 "number": c.get("number") or "",
                 "status": status,
-                "valid_until": v.fmt_date(c.get("valid_until")),
+                "valid_until": view.fmt_date(c.get("valid_until")),
             }
         )
     return {
@@ -71,7 +70,7 @@ def _result_row(r: RowResult) -> dict[str, Any]:
         "verdict": r.answer.verdict.value if r.answer else None,
         "name_matches": r.name_matches,
         "certificate": "；".join(described),
-        "valid_until": "；".join(v.fmt_date(c.get("valid_until")) for c in certs if c.get("valid_until")),
+        "valid_until": "；".join(view.fmt_date(c.get("valid_until")) for c in certs if c.get("valid_until")),
         "error": (r.error or {}).get("detail") if r.answer is None else None,
         "hints": exports.typo_hints(r),
         "name_check": r.name_check.value if r.name_check else None,
@@ -82,7 +81,7 @@ def _summary(rows: list[dict[str, Any]]) -> list[tuple[str, int]]:
     counts = Counter("invalid" if r["error"] else r["verdict"] for r in rows)
     out = []
     for key, n in sorted(counts.items(), key=lambda kv: -kv[1]):
-        label = "输入有误 invalid" if key == "invalid" else f"{v.verdict_badge(key).zh} {v.verdict_badge(key).en}"
+        label = "输入有误 invalid" if key == "invalid" else f"{view.verdict_badge(key).zh} {view.verdict_badge(key).en}"
         out.append((label, n))
     not_checked = sum(1 for r in rows if r.get("name_check") == "not_checked")
     if not_checked:  # the daily name-check budget: these rows' names were not compared
@@ -158,7 +157,7 @@ async def employer_page(request: Request) -> Response:
 async def employer_template(request: Request) -> Response:
     """The list template: the header the batch reads, and two example rows."""
     return Response(
-        v.template_csv(),
+        view.template_csv(),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": 'attachment; filename="certq-template.csv"'},
     )

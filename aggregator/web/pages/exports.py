@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aggregator.web.batch import RowResult, neutralise
-from aggregator.web.pages import view as v
+from aggregator.web.pages import view
 
 COLUMNS = (
     "行号",
@@ -46,20 +46,20 @@ def _name_check(r: RowResult) -> str:
 
 def cells(r: RowResult, names: Mapping[str, str]) -> list[str]:
     """One result row in words; the certificates' columns one line per certificate, aligned."""
-    view = r.view or {}
-    certs = view.get("certificates") or []
+    seen = r.view or {}
+    certs = seen.get("certificates") or []
     mismatch = r.answer is not None and r.answer.verdict.value == "name_mismatch"
     lines = {
-        "department": [v.department_short_name(c.get("department")) for c in certs],
-        "kind": [" ".join(x for x in (v.kind_name(c.get("kind")), c.get("operation_item") or c.get("category") or "") if x)
+        "department": [view.department_short_name(c.get("department")) for c in certs],
+        "kind": [" ".join(x for x in (view.kind_name(c.get("kind")), c.get("operation_item") or c.get("category") or "") if x)
                  for c in certs],
         "number": [str(c.get("number") or "") for c in certs],
-        "status": [("持证人不符" if mismatch else v.status_badge(c.get("effective")).zh) for c in certs],
-        "valid_until": [v.fmt_date(c.get("valid_until")) or "—" for c in certs],
+        "status": [("持证人不符" if mismatch else view.status_badge(c.get("effective")).zh) for c in certs],
+        "valid_until": [view.fmt_date(c.get("valid_until")) or "—" for c in certs],
     }
     if r.answer is not None:
-        note = v.public_reason(r.answer.verdict_reason, view.get("sources") or [], names)
-        verdict = v.verdict_badge(r.answer.verdict).zh
+        note = view.public_reason(r.answer.verdict_reason, seen.get("sources") or [], names)
+        verdict = view.verdict_badge(r.answer.verdict).zh
         complete = "是" if r.answer.complete else "否"
     else:
         note = (r.error or {}).get("detail") or ""

@@ -15,7 +15,7 @@ from starlette.routing import Route
 from aggregator.errors import describe
 from aggregator.numbers import NumberError
 from aggregator.web.access import client_address, services
-from aggregator.web.pages import view as v
+from aggregator.web.pages import view
 from aggregator.web.pages.render import MAX_FORM_FIELD, html_errors, render
 from aggregator.web.pages.session import page_principal
 from aggregator.web.problems import PurposeRequired
@@ -44,7 +44,7 @@ async def lookup_page(request: Request) -> Response:
         return render(request, "index.html", ctx, status=422, principal=principal)
     svc = services(request)
     try:
-        _, view = await svc.lookup_for(
+        _, shown = await svc.lookup_for(
             principal,
             form["number"],
             name=form["name"] or None,
@@ -58,8 +58,8 @@ async def lookup_page(request: Request) -> Response:
         ctx["errors"] = {"purpose": describe(e).text}
         return render(request, "index.html", ctx, status=400, principal=principal)
     names = svc.sources.names()
-    conflicts = bool(view.get("conflicts"))
-    ctx.update(answer=v.answer_page(view, names), source_names=names, show_conflicts=conflicts, wide=conflicts)
+    conflicts = bool(shown.get("conflicts"))
+    ctx.update(answer=view.answer_page(shown, names), source_names=names, show_conflicts=conflicts, wide=conflicts)
     return render(request, "index.html", ctx, principal=principal)
 
 

@@ -15,7 +15,7 @@ from starlette.routing import Route
 from aggregator.errors import describe
 from aggregator.numbers import NumberError, parse_number
 from aggregator.web.access import client_address, services
-from aggregator.web.pages import view as v
+from aggregator.web.pages import view
 from aggregator.web.pages.lookup import NO_NUMBER
 from aggregator.web.pages.render import (
     CSRF_FIELD,
@@ -74,7 +74,7 @@ async def regulator_page(request: Request) -> Response:
                 purpose=fields["purpose"],
                 client_ip=client_address(request),
             )
-            ctx["answer"] = v.answer_page(answer, ctx["source_names"])
+            ctx["answer"] = view.answer_page(answer, ctx["source_names"])
         if errors:
             ctx["errors"] = errors
             status = 422 if ("number" in errors or "id_number" in errors) else 400

@@ -31,7 +31,7 @@ from starlette.templating import Jinja2Templates
 
 from aggregator.errors import describe
 from aggregator.models import DEPARTMENT_NAMES
-from aggregator.web.pages import view as v
+from aggregator.web.pages import view
 from aggregator.web.problems import WebError
 from aggregator.web.roles import Principal, Role
 
@@ -73,36 +73,36 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters.update(
-        key=v._key,
-        value=v.fmt_value,
-        time=v.unbroken(v.fmt_time),
-        date=v.unbroken(v.fmt_date),
-        age=v.fmt_age,
-        ms=v.unbroken(v.fmt_ms),
-        percent=v.fmt_percent,
-        safe_url=v.safe_url,
-        code=v.inline_code,
+        key=view._key,
+        value=view.fmt_value,
+        time=view.unbroken(view.fmt_time),
+        date=view.unbroken(view.fmt_date),
+        age=view.fmt_age,
+        ms=view.unbroken(view.fmt_ms),
+        percent=view.fmt_percent,
+        safe_url=view.safe_url,
+        code=view.inline_code,
     )
     env.globals.update(
-        verdict_badge=v.verdict_badge,
-        status_badge=v.status_badge,
-        outcome_badge=v.outcome_badge,
-        source_outcome_badge=v.source_outcome_badge,
-        holder_differs_badge=v.HOLDER_DIFFERS,
-        conflict_value=v.conflict_value,
-        circuit_badge=v.circuit_badge,
-        department_name=v.department_name,
-        kind_name=v.kind_name,
-        error_text=v.error_text,
-        get=v.get,
-        cert_fields=v.CERT_FIELDS,
-        field_names=v.FIELD_NAMES,
-        mode_labels=v.MODE_LABELS,
-        ok_badge=v.Badge("ok", "✓", "符合", "yes"),
-        bad_badge=v.Badge("bad", "✕", "不符", "no"),
-        no_badge=v.Badge("none", "–", "不适用", "not eligible"),
+        verdict_badge=view.verdict_badge,
+        status_badge=view.status_badge,
+        outcome_badge=view.outcome_badge,
+        source_outcome_badge=view.source_outcome_badge,
+        holder_differs_badge=view.HOLDER_DIFFERS,
+        conflict_value=view.conflict_value,
+        circuit_badge=view.circuit_badge,
+        department_name=view.department_name,
+        kind_name=view.kind_name,
+        error_text=view.error_text,
+        get=view.get,
+        cert_fields=view.CERT_FIELDS,
+        field_names=view.FIELD_NAMES,
+        mode_labels=view.MODE_LABELS,
+        ok_badge=view.Badge("ok", "✓", "符合", "yes"),
+        bad_badge=view.Badge("bad", "✕", "不符", "no"),
+        no_badge=view.Badge("none", "–", "不适用", "not eligible"),
         nav=NAV,
-        demo_examples=v.demo_examples,
+        demo_examples=view.demo_examples,
     )
     return env
 
