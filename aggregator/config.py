@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from aggregator.models import CertKind, CertStatus, Department, Mode
+from aggregator.models import LIVE_MODES, CertKind, CertStatus, Department, Mode
 
 _ENV_REF = re.compile(r"\$\{([A-Z0-9_]+)(?::-([^}]*))?\}")
 
@@ -125,7 +125,7 @@ class SourceConfig(_Strict):
     @property
     def configured(self) -> bool:
         """A live source without an endpoint (none set for this machine) is not asked: it is skipped."""
-        return self.mode not in (Mode.API, Mode.HTML) or self.endpoint is not None
+        return self.mode not in LIVE_MODES or self.endpoint is not None
 
     @field_validator("patterns")
     @classmethod

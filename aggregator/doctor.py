@@ -23,6 +23,7 @@ from rich.table import Table
 
 from aggregator.config import ConfigError, Settings
 from aggregator.home import Home, HomeError
+from aggregator.models import LIVE_MODES
 
 STYLE = {"ok": "green", "warn": "yellow", "fail": "red", "off": "grey50"}
 WORD = {"ok": "正常 ok", "warn": "注意 warn", "fail": "故障 fail", "off": "未启用 off"}
@@ -96,7 +97,7 @@ async def _reachable(url: str, timeout_s: float = 1.0) -> str | None:
 
 async def _sources(settings: Settings) -> list[Check]:
     checks: list[Check] = []
-    live = [s for s in settings.sources if s.mode.value in ("api", "html") and s.enabled]
+    live = [s for s in settings.sources if s.mode in LIVE_MODES and s.enabled]
     reachable = await asyncio.gather(*(_reachable(s.endpoint) for s in live if s.endpoint))
     by_id = dict(zip([s.id for s in live if s.endpoint], reachable, strict=True))
     for s in live:

@@ -24,7 +24,7 @@ from aggregator.cache.coalesce import SingleFlight
 from aggregator.config import Settings, SourceConfig
 from aggregator.home import Home
 from aggregator.merge import build_answer
-from aggregator.models import Answer, Department, ErrorKind, Mode, Outcome, Query, SourceResult
+from aggregator.models import LIVE_MODES, Answer, Department, ErrorKind, Mode, Outcome, Query, SourceResult
 from aggregator.numbers import parse_number
 from aggregator.records.live import LiveHistory
 from aggregator.records.store import RecordStore
@@ -38,7 +38,6 @@ DEFAULT_DEADLINE_S = 6.0
 GENERATION_MEMO_S = 1.0  # how long a department's import generation is trusted before asking the store again
 RUNNER_MARGIN_S = 0.05  # the runner's own deadline comes this much before the gateway's backstop
 LAST_KNOWN_READ_S = 0.5  # longest wait for a failed live source's last answer from the database
-_LIVE_MODES = (Mode.API, Mode.HTML)
 
 
 def _unavailable(source: SourceConfig, kind: ErrorKind, message: str, started: float) -> SourceResult:
@@ -193,7 +192,7 @@ class Gateway:
     async def _ask(self, source: SourceConfig, query: Query, classification: Any, deadline: float) -> SourceResult:
         result = await self._ask_source(source, query, classification, deadline)
         time_left = deadline - time.monotonic()
-        if result.is_error and source.mode in _LIVE_MODES and self.history is not None and time_left > 0:
+        if result.is_error and source.mode in LIVE_MODES and self.history is not None and time_left > 0:
             return await self._last_known(source, query, result, min(LAST_KNOWN_READ_S, time_left))
         return result
 

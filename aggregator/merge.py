@@ -23,6 +23,7 @@ from datetime import UTC, date, datetime
 from aggregator.config import RecognitionCatalogue
 from aggregator.models import (
     CERTIFICATE_FIELDS,
+    LIVE_MODES,
     Answer,
     Certificate,
     CertStatus,
@@ -199,7 +200,7 @@ def _freshness_notes(results: list[SourceResult]) -> list[str]:
     answer used because the source is unavailable now; an upload that holds a certificate which a newer
     live answer of the same department does not know."""
     notes: list[str] = []
-    live = [r for r in results if r.mode in (Mode.API, Mode.HTML)]
+    live = [r for r in results if r.mode in LIVE_MODES]
     stale = [r for r in live if r.stale and r.outcome in (Outcome.FOUND, Outcome.NOT_FOUND)]
     if stale:
         names = "、".join(f"{r.source}（{_when(r.fetched_at)}）" for r in stale)

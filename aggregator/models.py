@@ -101,6 +101,11 @@ class Mode(StrEnum):
     LINK = "link"
 
 
+#: The modes that ask a department's endpoint now (their answers are live; they need an endpoint). A StrEnum
+#: set: "api" in LIVE_MODES holds for the JSON form of an answer too.
+LIVE_MODES: frozenset[Mode] = frozenset({Mode.API, Mode.HTML})
+
+
 class Query(BaseModel):
     """One lookup. `number` is already normalised (see `numbers.normalise`)."""
 

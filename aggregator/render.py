@@ -148,6 +148,15 @@ def print_card(console: Console, a: Answer) -> None:
     console.print(answer_card(a))
 
 
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise(value: object) -> str:
+    """A CSV cell a spreadsheet will not run as a formula: a leading ' before = + - @ tab or CR."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+
+
 def print_rows(rows: list[dict[str, object]], *, as_json: bool) -> None:
     """A listing as JSON (a list of objects) or CSV (a header line, then a line a row; formula injection
     neutralised), on standard output: for --json and --csv."""
@@ -162,9 +171,4 @@ def print_rows(rows: list[dict[str, object]], *, as_json: bool) -> None:
     if rows:
         writer.writerow(rows[0].keys())
     for row in rows:
-        writer.writerow([_cell(v) for v in row.values()])
-
-
-def _cell(value: object) -> str:
-    text = "" if value is None else str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+        writer.writerow([neutralise(v) for v in row.values()])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -110,9 +110,7 @@ class RecordIngest:
     """Imports of department files, through `engine`, with the upload settings of `department_config`."""
 
     engine: AsyncEngine
-
-    def department_config(self, department: Department) -> DepartmentConfig:  # pragma: no cover - RecordStore's
-        raise NotImplementedError
+    department_config: Callable[[Department], DepartmentConfig]  # RecordStore's method
 
     @property
     def _sqlite(self) -> bool:

@@ -37,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aggregator.models import Outcome, Query, SourceResult
 from aggregator.records.database import write_transaction
+from aggregator.records.reads import as_utc
 from aggregator.records.schema import live_answers
 
 log = logging.getLogger(__name__)
@@ -147,7 +148,7 @@ class LiveHistory:
             row = stored.get(key)
             if row is None or row.content_digest != p.content_digest:
                 inserts.append(p)
-            elif (p.seen - _utc(row.last_seen)).total_seconds() >= CONFIRM_EVERY_S:
+            elif (p.seen - as_utc(row.last_seen)).total_seconds() >= CONFIRM_EVERY_S:
                 confirms.append({"row_id": row.id, "seen": p.seen})
         if not inserts and not confirms:
             return
@@ -249,9 +250,3 @@ class LiveHistory:
     def forget(self) -> None:
         """Drop this process's memo (tests; after the table was changed behind its back)."""
         self._memo.clear()
-
-
-def _utc(value: datetime | str) -> datetime:
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

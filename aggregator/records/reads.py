@@ -30,7 +30,7 @@ class RecordsHit(BaseModel):
     quarter: str | None = None  # that batch's quarter
 
 
-def _utc(value: datetime | str) -> datetime:
+def as_utc(value: datetime | str) -> datetime:
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
@@ -74,7 +74,7 @@ def _summary(row: Any) -> BatchSummary:
         quarter=row.quarter,
         file_name=row.file_name,
         sha256=row.sha256,
-        uploaded_at=_utc(row.uploaded_at),
+        uploaded_at=as_utc(row.uploaded_at),
         uploaded_by=row.uploaded_by,
         rows_total=row.rows_total,
         rows_imported=row.rows_imported,
@@ -111,10 +111,10 @@ class RecordReads:
         if not rows:
             return RecordsHit()
         rows.sort(key=lambda r: (r.number, r.category or "", r.operation_item or ""))
-        newest = max(rows, key=lambda r: _utc(r.uploaded_at))
+        newest = max(rows, key=lambda r: as_utc(r.uploaded_at))
         return RecordsHit(
             certificates=[_certificate(r) for r in rows],
-            data_as_of=_utc(newest.uploaded_at),
+            data_as_of=as_utc(newest.uploaded_at),
             quarter=newest.quarter,
         )
 

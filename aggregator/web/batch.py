@@ -29,13 +29,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from aggregator.errors import describe
 from aggregator.models import Answer, NameCheck
 from aggregator.numbers import NumberError, parse_number
+from aggregator.render import neutralise
 from aggregator.web.masking import mask_answer, overall_name_match
 from aggregator.web.namebudget import checked, not_checked
 from aggregator.web.problems import BadRequest, Unprocessable
 from aggregator.web.roles import Role
 
 MAX_FIELD = 64
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 _NUMBER_HEADERS = {"number", "certificate_number", "证书编号", "证号", "证书号", "编号"}
 _NAME_HEADERS = {"name", "holder_name", "姓名", "持证人", "持证人姓名"}
 _ID_HEADERS = {"id_number", "身份证号", "身份证号码", "公民身份号码"}
@@ -292,11 +292,6 @@ def summary(rows: Sequence[RowResult]) -> dict[str, int]:
     counts = Counter(r.answer.verdict.value if r.answer else "error" for r in rows)
     return dict(sorted(counts.items()))
 
-
-def neutralise(value: Any) -> str:
-    """A CSV cell a spreadsheet will not run as a formula: a leading ' before = + - @ tab or CR."""
-    text = "" if value is None else str(value)
-    return "'" + text if text.startswith(_FORMULA_STARTS) else text
 
 
 def _yes_no(value: bool | None) -> str:

@@ -16,8 +16,8 @@ import pytest
 
 from aggregator.cache import SourceCache
 from aggregator.models import Outcome, Query, SourceResult
-from tests.redis_server import RedisServer
 from tests.core.test_cache import make_source, result
+from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.slow
 

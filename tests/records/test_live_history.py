@@ -19,7 +19,17 @@ import sqlalchemy as sa
 from aggregator.cache import SourceCache
 from aggregator.config import Settings
 from aggregator.gateway import Gateway
-from aggregator.models import Certificate, CertKind, CertStatus, Department, ErrorKind, Outcome, Query, SourceResult, Verdict
+from aggregator.models import (
+    Certificate,
+    CertKind,
+    CertStatus,
+    Department,
+    ErrorKind,
+    Outcome,
+    Query,
+    SourceResult,
+    Verdict,
+)
 from aggregator.records import RecordStore
 from aggregator.records.live import LiveHistory
 from aggregator.records.schema import live_answers

@@ -27,6 +27,7 @@ from aggregator.models import (
     DEPARTMENT_NAMES,
     DEPARTMENT_SHORT_NAMES,
     DETAIL_FIELDS,
+    LIVE_MODES,
     VERDICT_LABELS,
     CertKind,
     Department,
@@ -296,7 +297,6 @@ def problem_text(text: str, lang: str) -> str:
 # --- the result card's page model ----------------------------------------------------------------------------
 
 _ANSWERED = ("found", "not_found")
-_LIVE_MODES = ("api", "html")
 _STATUS_VERDICTS = ("valid", "expired", "suspended", "revoked")
 HOLDER_DIFFERS = Badge("bad", "✕", "持证人不符", "not this holder")
 
@@ -357,7 +357,7 @@ def answer_page(answer: Mapping[str, Any], names: Mapping[str, str]) -> dict[str
         s["name"] = names.get(s.get("source", ""), s.get("source", ""))
     asked = [s for s in sources if _key(s.get("outcome")) != "skipped"]
     skipped = [s for s in sources if _key(s.get("outcome")) == "skipped"]
-    live_answered = any(_key(s.get("mode")) in _LIVE_MODES and _key(s.get("outcome")) in _ANSWERED for s in sources)
+    live_answered = any(_key(s.get("mode")) in LIVE_MODES and _key(s.get("outcome")) in _ANSWERED for s in sources)
     manual_needed = not live_answered and _key(answer.get("verdict")) in ("not_found", "inconclusive")
     order = {"found": 0, "not_found": 1, "unavailable": 2, "manual": 3}
     asked.sort(key=lambda s: order.get(_key(s.get("outcome")), 9))

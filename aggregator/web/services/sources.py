@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from aggregator.config import RecognitionCatalogue
-from aggregator.models import Department, Mode
+from aggregator.models import LIVE_MODES, Department, Mode
 from aggregator.resilience import SourceStats
 from aggregator.web.schemas import SourceHealth
 
@@ -60,7 +60,7 @@ class SourceService:
                 "circuit": None,
                 "records": None,
             }
-            if s.mode in (Mode.API, Mode.HTML):
+            if s.mode in LIVE_MODES:
                 state = await gw.resilience.breakers.state(s.id)
                 item["circuit"] = {
                     "state": state.state,
