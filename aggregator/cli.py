@@ -5,6 +5,7 @@
     certq uploads list|show ID
     certq sources [--check]    certq recognition    certq demo    certq sandbox
     certq serve --workers 4    certq keys create|list|revoke    certq audit    certq doctor
+    certq campaigns create|list|run|show|export
 
 Exit codes of `certq lookup`: 0 valid; 1 not valid (expired, suspended, revoked, or another holder's);
 2 invalid input; 3 not found; 4 inconclusive (a source that could hold it did not answer).
@@ -82,6 +83,10 @@ def main(verbose: int, home: str | None) -> None:
 @click.option("--id-number", help="The holder's ID number, for sources queried by ID.")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON answer instead of a card.")
 @click.option("--deadline", type=float, default=None, help="Seconds for the whole lookup (default 6).")
+@click.option("--as-of", "as_of", metavar="YYYY-MM-DD", help="The answer as certq knew it at the end of that day (UTC).")
+@click.option("--receipt", is_flag=True, help="Also issue a signed receipt of the answer (prints its verify URL).")
+@click.option("--receipt-view", type=click.Choice(["public", "employer", "regulator"]), default="public",
+              show_default=True, help="Whose view of the answer the receipt holds.")
 @click.option("--db", "database_url", envvar="CERTQ_DATABASE_URL", help="Records database URL.")
 @click.option("--config-dir", envvar="CERTQ_CONFIG_DIR", help="Config directory.")
 def lookup(
@@ -92,6 +97,9 @@ def lookup(
     deadline: float | None,
     database_url: str | None,
     config_dir: str | None,
+    as_of: str | None = None,
+    receipt: bool = False,
+    receipt_view: str = "public",
 ) -> None:
     """Look NUMBER up in every source that could hold it.
 
@@ -105,7 +113,13 @@ def lookup(
 
     async def run():
         async with await Gateway.open(settings, database_url=database_url) as gw:
-            return await gw.lookup(number, name=name, id_number=id_number, deadline_s=deadline)
+            if as_of is not None:  # from the kept uploads and live answers only (aggregator/asof.py)
+                from aggregator.asof import lookup_as_of, parse_date
+
+                return await lookup_as_of(gw, number, on=parse_date(as_of), name=name, id_number=id_number)
+            found = await gw.lookup(number, name=name, id_number=id_number, deadline_s=deadline)
+            await _after_lookup(gw, found, receipt=receipt, view=receipt_view, typed={number, id_number or ""}, name=name)
+            return found
 
     try:
         answer = asyncio.run(run())
@@ -123,6 +137,19 @@ def lookup(
     else:
         print_card(console, answer)
     sys.exit(VERDICT_EXIT[answer.verdict])
+
+
+async def _after_lookup(gw, answer, *, receipt: bool, view: str, typed: set[str], name: str | None) -> None:
+    """Receipts: the answer supersedes those it makes out of date; with --receipt, one is issued for it."""
+    from aggregator.receipts.store import ReceiptStore
+
+    await ReceiptStore(gw.store.engine).supersede(answer)
+    if receipt:
+        from aggregator.web.roles import Role
+        from aggregator.web.services.receipts import receipt_for_answer
+
+        state = await receipt_for_answer(gw.store.engine, answer, role=Role(view), typed=typed, name=name)
+        err_console.print(f"回执 receipt {state.stored.id}: {state.url}  (PDF {state.url}.pdf)")
 
 
 @main.command()
@@ -163,11 +190,15 @@ def recognition(as_json: bool, config_dir: str | None) -> None:
 
 
 def _register_subcommands() -> None:
+    from aggregator.campaigns.cli import campaigns_group
     from aggregator.demo import demo_command
     from aggregator.doctor import doctor_command
+    from aggregator.receipts.cli import receipts_group, rotate_signing_command
     from aggregator.records.cli import import_command, uploads_group
     from aggregator.sandbox.cli import sandbox_command
     from aggregator.web.cli import audit_command, keys_group, serve_command
+    from aggregator.web.rostercli import rosters_group
+    from aggregator.web.worker import worker_command
 
     main.add_command(import_command, "import")
     main.add_command(uploads_group, "uploads")
@@ -177,6 +208,11 @@ def _register_subcommands() -> None:
     main.add_command(keys_group, "keys")
     main.add_command(audit_command, "audit")
     main.add_command(doctor_command, "doctor")
+    main.add_command(receipts_group, "receipts")
+    keys_group.add_command(rotate_signing_command, "rotate-signing")
+    main.add_command(worker_command, "worker")
+    main.add_command(campaigns_group, "campaigns")
+    main.add_command(rosters_group, "rosters")
 
 
 _register_subcommands()

@@ -200,6 +200,22 @@ class RecognitionCatalogue(_Strict):
         return v
 
 
+# --- Sources' health history and upload freshness (health.toml, optional) -----------------------
+
+
+class HealthConfig(_Strict):
+    """`health.toml`: how the sources' health history is kept and read, and when an upload is overdue."""
+
+    retention_days: int = Field(90, ge=1, le=3660)  # 5-minute buckets older than this are deleted
+    flush_s: float = Field(5.0, gt=0, le=300)  # how often each process writes its counts to the database
+    # A 5-minute bucket is "down" when the share of calls the source answered is below this (rate-limited calls
+    # count neither way); an incident is a run of down buckets lasting at least `incident_min_minutes`.
+    down_below: float = Field(0.5, gt=0, le=1)
+    incident_min_minutes: int = Field(10, ge=5, le=7 * 24 * 60)
+    # A department is overdue once the last complete quarter has not arrived this many days after it ended.
+    upload_overdue_days: int = Field(30, ge=0, le=366)
+
+
 # --- Loading ------------------------------------------------------------------------------------
 
 
@@ -256,11 +272,13 @@ class Settings:
         sources: list[SourceConfig],
         departments: dict[Department, DepartmentConfig],
         recognition: RecognitionCatalogue,
+        health: HealthConfig | None = None,
     ) -> None:
         self.config_dir = config_dir
         self.sources = sources
         self.departments = departments
         self.recognition = recognition
+        self.health = health or HealthConfig()
 
     @cached_property
     def source_by_id(self) -> dict[str, SourceConfig]:
@@ -269,10 +287,15 @@ class Settings:
     def with_endpoints(self, endpoints: dict[str, str]) -> Settings:
         """A copy whose sources point at other base URLs (the sandbox, a test server)."""
         sources = [s.model_copy(update={"endpoint": endpoints[s.id]}) if s.id in endpoints else s for s in self.sources]
-        return Settings(self.config_dir, sources, self.departments, self.recognition)
+        return Settings(self.config_dir, sources, self.departments, self.recognition, self.health)
 
     def with_sources(self, sources: list[SourceConfig]) -> Settings:
-        return Settings(self.config_dir, sources, self.departments, self.recognition)
+        return Settings(self.config_dir, sources, self.departments, self.recognition, self.health)
+
+    def with_health(self, **changes: Any) -> Settings:
+        """A copy with other health settings (validated: `HealthConfig`)."""
+        health = HealthConfig.model_validate({**self.health.model_dump(), **changes})
+        return Settings(self.config_dir, self.sources, self.departments, self.recognition, health)
 
     @classmethod
     def load(cls, config_dir: Path | str | None = None) -> Settings:
@@ -323,6 +346,15 @@ class Settings:
             except ValidationError as e:
                 problems.extend(_validation_problems(rpath, e))
 
+        health = HealthConfig()
+        hpath = root / "health.toml"
+        raw = _read_toml(hpath, problems) if hpath.exists() else None
+        if raw is not None:
+            try:
+                health = HealthConfig.model_validate(raw)
+            except ValidationError as e:
+                problems.extend(_validation_problems(hpath, e))
+
         if problems or recognition is None:
             raise ConfigError(problems or [f"{rpath}: could not be read"])
-        return cls(root, sources, departments, recognition)
+        return cls(root, sources, departments, recognition, health)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
 from datetime import date
 from pathlib import Path
@@ -87,7 +88,8 @@ async def run_demo(
     *, home: Path, seed: int, holders: int, host: str, port: int, serve: bool, config_dir: str | None
 ) -> int:
     from aggregator.gateway import Gateway
-    from aggregator.home import DATABASE_FILE, HomeSettings, write_settings
+    from aggregator.home import DATABASE_FILE, Home, HomeSettings, write_settings
+    from aggregator.receipts.keys import ReceiptSettings, ensure_signing_key
     from aggregator.records.store import RecordStore
     from aggregator.render import print_card
     from aggregator.sandbox.dataset import generate
@@ -103,6 +105,10 @@ async def run_demo(
     try:
         await seed_records(store, dataset, home)
         keys = await demo_keys(store.engine, home)
+        signing = ensure_signing_key(ReceiptSettings.from_env(home=Home.load(home)))  # receipts: the demo makes one
+        console.print(f"  receipt signing key {signing.kid}: {signing.source}")
+        if not os.environ.get("CERTQ_SIGNING_KEY"):
+            os.environ.setdefault("CERTQ_SIGNING_KEY_FILE", signing.source)  # the app served below signs with it
     finally:
         await store.close()
 

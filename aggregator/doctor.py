@@ -125,7 +125,9 @@ async def run_checks(home: Home) -> list[Check]:
     checks.append(await _redis(home))
     if settings is not None:
         checks += await _sources(settings)
-    checks.append(Check("签名密钥 signing key", "off", "receipts are not issued yet: no signing key is needed"))
+    from aggregator.receipts.cli import signing_key_status
+
+    checks.append(Check("签名密钥 signing key", *signing_key_status()))
     return checks
 
 

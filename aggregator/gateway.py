@@ -4,7 +4,10 @@
         answer = await gw.lookup("T110105199003071239", name="张伟")
 
 Each source is asked in its own task, bounded by min(its timeout, what is left of the global deadline); a
-source that can answer without waiting (a link-out, a fresh answer in the in-process cache) answers inline.
+source that can answer without waiting (a link-out, a fresh answer in the cache's near tier) answers inline.
+When several sources miss the near tier, one MGET fills it first. When every source answers inline with the
+same results as an earlier lookup of the same input (the same objects: the near tier's versions), that
+lookup's merged answer is reused instead of built again.
 The cache sits around each source call; the runner owns HTTP; uploaded records come from the store.
 A source that errs or runs out of time is reported as unavailable, never as not found.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
@@ -21,12 +25,24 @@ from typing import Any
 from adapters.registry import build_adapter
 from aggregator.cache import SourceCache
 from aggregator.cache.coalesce import SingleFlight
-from aggregator.config import Settings, SourceConfig
+from aggregator.config import HealthConfig, Settings, SourceConfig
 from aggregator.home import Home
 from aggregator.merge import build_answer
-from aggregator.models import LIVE_MODES, Answer, Department, ErrorKind, Mode, Outcome, Query, SourceResult
+from aggregator.models import (
+    LIVE_MODES,
+    Answer,
+    Department,
+    ErrorKind,
+    Mode,
+    Outcome,
+    Query,
+    SourceResult,
+    UploadAsOf,
+)
 from aggregator.numbers import parse_number
+from aggregator.records.freshness import FreshnessMemo
 from aggregator.records.live import LiveHistory
+from aggregator.records.source_health import HealthLog
 from aggregator.records.store import RecordStore
 from aggregator.resilience import ResilienceState
 from aggregator.runner import Runner
@@ -38,6 +54,9 @@ DEFAULT_DEADLINE_S = 6.0
 GENERATION_MEMO_S = 1.0  # how long a department's import generation is trusted before asking the store again
 RUNNER_MARGIN_S = 0.05  # the runner's own deadline comes this much before the gateway's backstop
 LAST_KNOWN_READ_S = 0.5  # longest wait for a failed live source's last answer from the database
+ANSWER_MEMO_ENTRIES = 1_024  # merged answers kept, keyed by the lookup's input and its sources' results
+
+_MemoKey = tuple[str, str | None, str | None, date, tuple[int, ...]]
 
 
 def _unavailable(source: SourceConfig, kind: ErrorKind, message: str, started: float) -> SourceResult:
@@ -85,6 +104,22 @@ class Gateway:
         # The last definitive answer of every live source, kept in the records database: it outlives the cache.
         engine = getattr(store, "engine", None)
         self.history: LiveHistory | None = LiveHistory(engine) if engine is not None else None
+        # Merged answers built from near-tier results, by input and the identity of those results (which the
+        # entry keeps alive, so an id is never reused while its entry exists): see `_memo_get`.
+        self._answers: OrderedDict[_MemoKey, tuple[tuple[SourceResult, ...], Answer]] = OrderedDict()
+        # Another instance's import (or a gap in hearing about imports) makes the generation be read again.
+        self.cache.on_generation_change(self._generation_changed)
+        # The sources' health history (every call that ends, counted in memory, flushed every few seconds) and
+        # each department's newest upload (for the overdue note of records answers): records/source_health.py,
+        # records/freshness.py.
+        self.health_log: HealthLog | None = None
+        self.freshness: FreshnessMemo | None = None
+        if engine is not None:
+            health = getattr(settings, "health", None) or HealthConfig()
+            self.health_log = HealthLog(engine, flush_s=health.flush_s, retention_days=health.retention_days)
+            self.freshness = FreshnessMemo(engine, overdue_days=health.upload_overdue_days)
+            if isinstance(self.runner, Runner) and self.runner.health is None:
+                self.runner.health = self.health_log
 
     @classmethod
     async def open(
@@ -104,6 +139,7 @@ class Gateway:
         if redis_url:
             cache = SourceCache.from_url(redis_url)
             kw.setdefault("resilience", ResilienceState.redis(cache.client))
+            await cache.start(timeout_s=1.0)  # the events between instances; lookups go on without them meanwhile
         else:
             cache = SourceCache.memory()
         return cls(settings, store, cache=cache, redis_client=cache.client, **kw)
@@ -118,6 +154,8 @@ class Gateway:
         await self.settle()
         await self._generation_reads.cancel_all()
         await self.runner.close()
+        if self.health_log is not None:
+            await self.health_log.close()
         await self.resilience.aclose()  # before the cache: the cache owns the Redis client they share
         await self.cache.close()
         await self.store.close()
@@ -152,20 +190,78 @@ class Gateway:
                 waiting.append(s)
             else:
                 results.append(answered)
+        if len(waiting) > 1 and self.cache.backend_name == "redis" and await self._load_many(waiting, query, deadline):
+            still: list[SourceConfig] = []
+            for s in waiting:
+                answered = self._answer_now(s, query, deadline)
+                if answered is None:
+                    still.append(s)
+                else:
+                    results.append(answered)
+            waiting = still
+        memo_key: _MemoKey | None = None
+        today = self.today()
+        if not waiting:  # every source answered inline: maybe the same results as an earlier lookup
+            memo_key = (number, name, id_number, today, tuple(id(r) for r in results if r.mode != Mode.LINK))
+            reused = self._memo_get(memo_key, results, started)
+            if reused is not None:
+                return reused
+        kept = tuple(r for r in results if r.mode != Mode.LINK) if memo_key is not None else ()
         if waiting:
             tasks = [asyncio.create_task(self._ask(s, query, classification, deadline)) for s in waiting]
             results += await asyncio.gather(*tasks)
         results += skipped
         order = {s.id: i for i, s in enumerate(self.settings.sources)}
         results.sort(key=lambda r: order.get(r.source, 0))
-        return build_answer(
+        answer = build_answer(
             query,
             classification,
             results,
             self.settings.recognition,
-            self.today(),
+            today,
             elapsed_ms=(time.monotonic() - started) * 1000,
         )
+        if memo_key is not None:
+            self._answers[memo_key] = (kept, answer)
+            if len(self._answers) > ANSWER_MEMO_ENTRIES:
+                self._answers.popitem(last=False)
+        return answer
+
+    def _memo_get(self, key: _MemoKey, results: list[SourceResult], started: float) -> Answer | None:
+        """The answer built earlier from these very results (near-tier objects: the same object is the same
+        version of a source's answer), with this lookup's timing; None if there is none."""
+        entry = self._answers.get(key)
+        if entry is None:
+            return None
+        kept, answer = entry
+        current = [r for r in results if r.mode != Mode.LINK]
+        if len(kept) != len(current) or any(a is not b for a, b in zip(kept, current, strict=True)):
+            del self._answers[key]
+            return None
+        self._answers.move_to_end(key)
+        elapsed_ms = round((time.monotonic() - started) * 1000, 1)
+        return answer.model_copy(update={"answered_at": datetime.now(UTC), "elapsed_ms": elapsed_ms})
+
+    async def _load_many(self, sources: list[SourceConfig], query: Query, deadline: float) -> int:
+        """Read the cached answers of `sources` the near tier lacks in one round trip (records sources: while the
+        department's generation is known); how many fresh ones it found. Never raises."""
+        now = time.monotonic()
+        wanted: list[tuple[SourceConfig, Query, str]] = []
+        for s in sources:
+            if s.mode == Mode.RECORDS:
+                gen = self._known_generation(s.department, now)
+                if gen is not None:
+                    wanted.append((s, query, str(gen)))
+            elif s.mode in LIVE_MODES:
+                wanted.append((s, query, ""))
+        budget = min([deadline - now, *(s.timeout_s for s, _, _ in wanted)])
+        if len(wanted) < 2 or budget <= 0:
+            return 0
+        try:
+            async with asyncio.timeout(budget):
+                return await self.cache.load_many(wanted)
+        except Exception:  # noqa: BLE001 - the sources' own tasks read (and report) as before
+            return 0
 
     async def settle(self) -> None:
         """Wait for the live answers still being written to the history (tests; shutdown)."""
@@ -278,9 +374,13 @@ class Gateway:
             hit = await self.store.find(source.department, number=query.number, id_number=holder_id)
         except Exception as e:  # noqa: BLE001 - a broken store is an unavailable source, not "not found"
             log.warning("records store failed for %s: %s", source.id, e)
-            return _unavailable(source, ErrorKind.UPSTREAM_ERROR, f"记录库不可用 (records store failed): {e}", started)
+            failed = _unavailable(source, ErrorKind.UPSTREAM_ERROR, f"记录库不可用 (records store failed): {e}", started)
+            if self.health_log is not None:
+                self.health_log.record(failed)
+            return failed
         certs = hit.certificates
-        return SourceResult(
+        upload = await self._upload_as_of(source.department)
+        result = SourceResult(
             source=source.id,
             department=source.department,
             mode=source.mode,
@@ -290,7 +390,21 @@ class Gateway:
             elapsed_ms=(time.monotonic() - started) * 1000,
             fetched_at=datetime.now(UTC),
             data_as_of=hit.data_as_of,
+            upload=upload,
         )
+        if self.health_log is not None:
+            self.health_log.record(result)
+        return result
+
+    async def _upload_as_of(self, department: Department) -> UploadAsOf | None:
+        """The department's newest upload (memoised a few seconds), or None if it cannot be read now."""
+        if self.freshness is None:
+            return None
+        try:
+            return await self.freshness.as_of(department)
+        except Exception as e:  # noqa: BLE001 - the note is not worth failing the answer
+            log.warning("could not read %s's newest upload: %s", department.value, e)
+            return None
 
     def _known_generation(self, department: Department, now: float) -> int | None:
         """The department's import generation while its memo is fresh, else None."""
@@ -318,6 +432,26 @@ class Gateway:
         return gen
 
     def forget_generation(self, department: Department) -> None:
-        """Call after an import through this process so its cached answers are unreachable at once."""
+        """Call after an import through this process so its cached answers are unreachable at once (here:
+        `imported` also tells the other instances)."""
         self._generations.pop(department, None)
         self._generation_epoch += 1
+        if self.freshness is not None:  # its newest upload too (the overdue note of records answers)
+            self.freshness.forget(department)
+
+    async def imported(self, department: Department) -> None:
+        """After an import through this process: its cached answers are unreachable at once, here and (through
+        the cache's events on Redis) on every other instance."""
+        self.forget_generation(department)
+        await self.cache.announce_generation(department.value)
+
+    def _generation_changed(self, department: str | None) -> None:
+        """Another instance announced an import of `department` (None: any department may have changed)."""
+        if department is None:
+            self._generations.clear()
+            self._generation_epoch += 1
+            return
+        try:
+            self.forget_generation(Department(department))
+        except ValueError:
+            log.warning("cache event names an unknown department: %r", department[:40])

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import unicodedata
 from collections import defaultdict
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta, timezone
 
 from aggregator.config import RecognitionCatalogue
 from aggregator.models import (
     CERTIFICATE_FIELDS,
+    DEPARTMENT_SHORT_NAMES,
     LIVE_MODES,
     Answer,
     Certificate,
@@ -195,11 +196,29 @@ def _when(moment: datetime | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M UTC") if moment else "?"
 
 
-def _freshness_notes(results: list[SourceResult]) -> list[str]:
+def _freshness_notes(results: list[SourceResult], today: date | None = None) -> list[str]:
     """What the answer rests on when that is not a fresh answer of every live source: a live source's last
     answer used because the source is unavailable now; an upload that holds a certificate which a newer
-    live answer of the same department does not know."""
+    live answer of the same department does not know; a department's uploaded records that are overdue (the
+    next quarter has not arrived in time: what they are as of, and since when they are overdue; `today` in
+    China time by default, as quarters are)."""
     notes: list[str] = []
+    today = today or datetime.now(timezone(timedelta(hours=8))).date()
+    overdue_seen: set[str] = set()
+    for r in results:
+        up = r.upload
+        if r.mode != Mode.RECORDS or r.outcome not in (Outcome.FOUND, Outcome.NOT_FOUND) or up is None:
+            continue
+        if today < up.overdue_from or r.department.value in overdue_seen:
+            continue
+        overdue_seen.add(r.department.value)
+        dept = DEPARTMENT_SHORT_NAMES.get(r.department, r.department.value)
+        notes.append(
+            f"{dept}上报数据截至 {up.quarter}（{up.uploaded_at:%Y-%m-%d} 上报），此后季度的数据自 "
+            f"{up.overdue_from.isoformat()} 起逾期未报 ({r.department.value}'s uploaded records are as of "
+            f"{up.quarter}, uploaded {up.uploaded_at:%Y-%m-%d}; the next quarter is overdue since "
+            f"{up.overdue_from.isoformat()})"
+        )
     live = [r for r in results if r.mode in LIVE_MODES]
     stale = [r for r in live if r.stale and r.outcome in (Outcome.FOUND, Outcome.NOT_FOUND)]
     if stale:

@@ -200,6 +200,14 @@ VERDICT_LABELS: dict[Verdict, tuple[str, str]] = {
     Verdict.NAME_MISMATCH: ("姓名不符", "name mismatch"),
     Verdict.INCONCLUSIVE: ("无法确定", "inconclusive"),
 }
+#: Short words for each certificate status (Chinese, English): the pages' badges and the exports.
+STATUS_LABELS: dict[CertStatus, tuple[str, str]] = {
+    CertStatus.VALID: ("有效", "valid"),
+    CertStatus.EXPIRED: ("已过期", "expired"),
+    CertStatus.SUSPENDED: ("暂扣", "suspended"),
+    CertStatus.REVOKED: ("吊销/撤销/注销", "revoked"),
+    CertStatus.UNKNOWN: ("状态不明", "unknown"),
+}
 
 
 class ManualLink(BaseModel):
@@ -207,6 +215,15 @@ class ManualLink(BaseModel):
 
     url: str
     instructions: str
+
+
+class UploadAsOf(BaseModel):
+    """How current a department's uploaded records are: its newest quarter, when that arrived, and from which
+    day (China time) they are overdue because the next quarter has not arrived (see records/freshness.py)."""
+
+    quarter: str
+    uploaded_at: datetime
+    overdue_from: date
 
 
 class SourceResult(BaseModel):
@@ -225,6 +242,7 @@ class SourceResult(BaseModel):
     from_cache: bool = False
     stale: bool = False  # served from cache past its TTL because the source failed
     link: ManualLink | None = None
+    upload: UploadAsOf | None = None  # records: the department's newest upload (for the overdue note)
 
     @property
     def is_error(self) -> bool:

@@ -28,6 +28,9 @@ For one call to one source:
 7. The breaker learns the outcome: found/not_found is a success; timeout, upstream_error, blocked,
    captcha, rate_limited (the source's) and parse_error are failures; a call cut short by our own
    deadline before it started or by our own rate limiter tells nothing about the source and is neither.
+8. Every call that ends is counted in the sources' health history when the runner has one (`health`, a
+   `records.source_health.HealthLog`: counters in memory, no I/O), with whether its failure opened the circuit;
+   a call cut by our own deadline before it started is not counted.
 
 Sessions and cookies: one aiohttp.ClientSession per source (created on first use, closed by `close()`),
 with a DummyCookieJar, so the session never carries cookies between lookups. Each lookup has its own
@@ -47,7 +50,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import aiohttp
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_any
@@ -68,6 +71,9 @@ from adapters.blocks import detect_block, parse_retry_after
 from aggregator.config import SourceConfig
 from aggregator.models import Certificate, ErrorKind, Outcome, Query, SourceResult
 from aggregator.resilience import BreakerRegistry, LimiterRegistry, SourceStats
+
+if TYPE_CHECKING:
+    from aggregator.records.source_health import HealthLog
 
 log = logging.getLogger(__name__)
 
@@ -147,8 +153,10 @@ class Runner:
         limiters: LimiterRegistry,
         clock: Callable[[], float] = time.monotonic,
         stats_window: int = 200,
+        health: HealthLog | None = None,
     ) -> None:
         self._breakers = breakers
+        self.health = health  # the sources' health history: every call that ends is counted (records/source_health)
         self._limiters = limiters
         self._clock = clock
         self._stats_window = stats_window
@@ -183,6 +191,9 @@ class Runner:
             kind: ErrorKind | None = None,
             message: str | None = None,
             certificates: Sequence[Certificate] = (),
+            *,
+            opened: bool = False,
+            counted: bool = True,
         ) -> SourceResult:
             answered = outcome in (Outcome.FOUND, Outcome.NOT_FOUND)
             res = SourceResult(
@@ -198,6 +209,8 @@ class Runner:
                 data_as_of=fetched_at if answered else None,
             )
             self._stats.setdefault(source.id, SourceStats(self._stats_window)).record(res)
+            if counted and self.health is not None:
+                self.health.record(res, opened=opened)
             return res
 
         permit = await self._breakers.allow(source)
@@ -207,7 +220,7 @@ class Runner:
         budget = min(source.timeout_s, deadline - started)
         if budget <= 0:
             await self._breakers.release(permit)
-            return result(Outcome.UNAVAILABLE, ErrorKind.TIMEOUT, "no time left before the global deadline")
+            return result(Outcome.UNAVAILABLE, ErrorKind.TIMEOUT, "no time left before the global deadline", counted=False)
 
         try:
             certificates = await self._bounded(source, adapter, query, started + budget, budget)
@@ -218,13 +231,14 @@ class Runner:
             await self._breakers.release(permit)
             return result(Outcome.UNAVAILABLE, e.kind, e.message)
         except SourceError as e:
-            await self._breakers.failure(permit, suspend_s=e.suspend_s)
+            opened = await self._breakers.failure(permit, suspend_s=e.suspend_s)
             log.info("source %s: %s: %s", source.id, e.kind.value, e.message)
-            return result(Outcome.UNAVAILABLE, e.kind, e.message)
+            return result(Outcome.UNAVAILABLE, e.kind, e.message, opened=bool(opened))
         except Exception as e:  # a bug in an adapter must become parse_error, never escape
-            await self._breakers.failure(permit)
+            opened = await self._breakers.failure(permit)
             log.exception("source %s: adapter failed with %s", source.id, type(e).__name__)
-            return result(Outcome.UNAVAILABLE, ErrorKind.PARSE_ERROR, f"adapter error: {type(e).__name__}: {e}")
+            message = f"adapter error: {type(e).__name__}: {e}"
+            return result(Outcome.UNAVAILABLE, ErrorKind.PARSE_ERROR, message, opened=bool(opened))
         except BaseException:  # cancelled by the caller: the source told us nothing
             await asyncio.shield(self._breakers.release(permit))
             raise

@@ -22,6 +22,13 @@ TODAY = date(2026, 11, 25)
 for _site, _port in {"mem": 18701, "samr": 18702, "mohrss": 18703, "mohurd": 18704}.items():
     os.environ.setdefault(f"CERTQ_{_site.upper()}_URL", f"http://127.0.0.1:{_port}")
 os.environ.setdefault("CERTQ_HOME", tempfile.mkdtemp(prefix="certq-test-home-"))
+# Receipts are signed (aggregator/receipts/keys.py): the tests make a key of their own, as the demo does.
+if not os.environ.get("CERTQ_SIGNING_KEY_FILE"):
+    from aggregator.receipts.keys import new_key, write_private_key
+
+    _key_file = Path(tempfile.mkdtemp(prefix="certq-test-signing-")) / "signing-key.jwk"
+    write_private_key(new_key(), _key_file)
+    os.environ["CERTQ_SIGNING_KEY_FILE"] = str(_key_file)
 
 
 def _service_url(var: str, what: str) -> str:

@@ -71,6 +71,13 @@ class MemoryBackend:
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
 
+    def drop_matching(self, fragment: str) -> int:
+        """Forget every key containing `fragment` ("" for all); how many were dropped."""
+        doomed = [k for k in self._entries if fragment in k]
+        for k in doomed:
+            del self._entries[k]
+        return len(doomed)
+
     async def close(self) -> None:
         self._entries.clear()
 
@@ -99,11 +106,14 @@ end
 return {0, redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2])}
 """
 
-# KEYS: key, handoff, lock. ARGV: value ('' = do not store), value ttl ms, handoff value, handoff ttl ms, token.
-# Store, hand the result over and release the lock in one step, so a waiter never sees the lock gone
-# without the result.
+# KEYS: key, handoff, lock. ARGV: value ('' = do not store), value ttl ms, handoff value, handoff ttl ms, token,
+# event channel, event ('' = none). Store, announce the new version, hand the result over and release the lock
+# in one step, so a waiter never sees the lock gone without the result.
 _FINISH = """
-if ARGV[1] ~= '' then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
+if ARGV[1] ~= '' then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  if ARGV[7] ~= '' then redis.call('PUBLISH', ARGV[6], ARGV[7]) end
+end
 redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
 if redis.call('GET', KEYS[3]) == ARGV[5] then redis.call('DEL', KEYS[3]) end
 return 1
@@ -146,10 +156,42 @@ class RedisBackend:
     async def get(self, key: str) -> bytes | str | None:
         return await self._guard(self.client.get(key))
 
-    async def set(self, key: str, value: str, ttl_s: float) -> None:
+    async def set(self, key: str, value: str, ttl_s: float, event: tuple[str, str] | None = None) -> None:
+        """Store `value`; with `event` (channel, message), announce it in the same round trip."""
         ms = int(ttl_s * 1000)
-        if ms > 0:
+        if ms <= 0:
+            return
+        if event is None:
             await self._guard(self.client.set(key, value, px=ms))
+            return
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(key, value, px=ms)
+        pipe.publish(*event)
+        await self._guard(pipe.execute())
+
+    async def mget(self, keys: list[str]) -> list[bytes | str | None]:
+        """Several keys' values in one round trip."""
+        return list(await self._guard(self.client.mget(keys)))
+
+    async def publish(self, channel: str, message: str) -> None:
+        await self._guard(self.client.publish(channel, message))
+
+    async def delete_matching(self, pattern: str) -> int:
+        """Delete every key matching the glob `pattern` (SCAN, then UNLINK in batches); how many were deleted."""
+
+        async def run() -> int:
+            deleted = 0
+            batch: list[bytes | str] = []
+            async for k in self.client.scan_iter(match=pattern, count=1000):
+                batch.append(k)
+                if len(batch) >= 500:
+                    deleted += await self.client.unlink(*batch)
+                    batch = []
+            if batch:
+                deleted += await self.client.unlink(*batch)
+            return int(deleted)
+
+        return await self._guard(run())
 
     async def acquire(self, lock: str, token: str, ttl_ms: int, key: str) -> LockAttempt:
         flag, holder, value = await self._guard(self._acquire(keys=[lock, key], args=[token, ttl_ms]))
@@ -170,10 +212,12 @@ class RedisBackend:
         handoff_ttl_ms: int,
         lock: str,
         token: str,
+        event: tuple[str, str] | None = None,
     ) -> None:
         ms = int(ttl_s * 1000)
         stored = value if value is not None and ms > 0 else ""
-        args: list[str | int] = [stored, max(ms, 1), handoff_value, max(handoff_ttl_ms, 1), token]
+        channel, message = event or ("", "")
+        args: list[str | int] = [stored, max(ms, 1), handoff_value, max(handoff_ttl_ms, 1), token, channel, message]
         await self._guard(self._finish(keys=[key, handoff, lock], args=args))
 
     async def release(self, lock: str, token: str) -> None:

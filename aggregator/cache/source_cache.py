@@ -12,6 +12,13 @@ served, marked stale. Redis failures never reach the caller: while Redis is down
 small in-process tier instead (so that an outage does not send every repeated lookup to the sources and
 into their rate limits), which is dropped when Redis answers again (another instance may have changed
 what Redis holds meanwhile).
+
+Two tiers: fresh answers are also kept decoded in process (`near`), in front of the backend, and answered from
+there without a round trip or a parse. On Redis the near tier is kept coherent across instances by
+`events` (pub/sub): every store announces the key's new version, which drops older copies everywhere; a
+purge or an import is announced too. The near tier answers only while this instance is subscribed, and
+never past an answer's own freshness. Where several sources miss the near tier, `load_many` reads them in
+one MGET.
 """
 
 from __future__ import annotations
@@ -28,7 +35,16 @@ import redis.asyncio as aioredis
 
 from aggregator.cache.backends import BackendUnavailable, MemoryBackend, RedisBackend
 from aggregator.cache.coalesce import SingleFlight
-from aggregator.cache.envelope import CorruptEntry, Envelope, cache_key, fresh_ttl_s, make_envelope
+from aggregator.cache.envelope import (
+    SCHEMA_VERSION,
+    CorruptEntry,
+    Envelope,
+    cache_key,
+    fresh_ttl_s,
+    make_envelope,
+)
+from aggregator.cache.events import CacheEvents
+from aggregator.cache.near import NearTier
 from aggregator.cache.outage import OutageGuard
 from aggregator.config import SourceConfig
 from aggregator.models import Query, SourceResult
@@ -49,6 +65,8 @@ STAT_KEYS = (
     "corrupt",  # stored values that did not parse as a current envelope (treated as misses)
     "backend_errors",  # failed backend operations
     "outages",  # periods during which the backend was unreachable
+    "near_hits",  # of the hits, those answered from the near tier (decoded, in process)
+    "batch_reads",  # MGETs made for several sources at once (`load_many`)
 )
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -66,9 +84,16 @@ class SourceCache:
     # when it expires; a call that outlives it (the caller's deadline should prevent that) may be repeated
     # by a waiter that takes over, which costs one more source call, never a wrong answer.
     LOCK_MAX_S = 10.0
+    NEAR_ENTRIES = 5_000  # decoded fresh answers kept in process, in front of the backend (the hot set)
 
     def __init__(
-        self, backend: MemoryBackend | RedisBackend, *, prefix: str = "certq", clock: Callable[[], float] = time.time
+        self,
+        backend: MemoryBackend | RedisBackend,
+        *,
+        prefix: str = "certq",
+        clock: Callable[[], float] = time.time,
+        near_entries: int | None = None,
+        near: bool = True,
     ) -> None:
         if not prefix or any(c.isspace() for c in prefix):
             raise ValueError(f"cache prefix must be a non-empty word, got {prefix!r}")
@@ -86,6 +111,15 @@ class SourceCache:
             on_recovery=self._drop_local,
         )
         self._stats = dict.fromkeys(STAT_KEYS, 0)
+        self._near = NearTier(near_entries or self.NEAR_ENTRIES, clock)
+        self._near_on = near  # False: every hit is read from the backend (the one-tier cache, for comparisons)
+        self._generation_listeners: list[Callable[[str | None], None]] = []
+        self.channel = f"{prefix}:cache-events"
+        self._events = (
+            CacheEvents(backend.client, self.channel, on_message=self._on_event, on_reset=self._on_reset)
+            if isinstance(backend, RedisBackend)
+            else None
+        )
 
     # --- construction ---------------------------------------------------------------------------
 
@@ -96,11 +130,11 @@ class SourceCache:
 
     @classmethod
     def redis(
-        cls, client: aioredis.Redis, *, prefix: str = "certq", clock: Callable[[], float] = time.time
+        cls, client: aioredis.Redis, *, prefix: str = "certq", clock: Callable[[], float] = time.time, near: bool = True
     ) -> SourceCache:
         """A cache shared by every process using `client`'s Redis. The caller keeps ownership of `client`;
         give it short socket timeouts (see `from_url`) so that a dead Redis costs little."""
-        return cls(RedisBackend(client), prefix=prefix, clock=clock)
+        return cls(RedisBackend(client), prefix=prefix, clock=clock, near=near)
 
     @classmethod
     def from_url(cls, url: str | None, **kw: Any) -> SourceCache:
@@ -137,7 +171,141 @@ class SourceCache:
     async def close(self) -> None:
         """Cancel running flights and release the backend (and the Redis client if the cache made it)."""
         await self._flights.cancel_all()
+        if self._events is not None:
+            await self._events.close()
+        self._near.clear()
         await self._backend.close()
+
+    # --- the near tier and events between instances ---------------------------------------------
+
+    @property
+    def near_live(self) -> bool:
+        """Whether the near tier may answer: always in process; on Redis while subscribed to the events."""
+        if self._events is None or not self._near_on:
+            return self._near_on
+        if not self._events.live:
+            with suppress(RuntimeError):  # no running loop: nothing to start yet
+                self._events.start()
+        return self._events.live and not self._guard.down
+
+    async def start(self, timeout_s: float = 2.0) -> bool:
+        """Subscribe to the events between instances now (otherwise the first lookup starts it) and wait up to
+        `timeout_s` for the subscription; whether the near tier is live."""
+        if self._events is None:
+            return True
+        self._events.start()
+        with suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                while not self._events.live:
+                    await asyncio.sleep(0.01)
+        return self._events.live
+
+    def on_generation_change(self, listener: Callable[[str | None], None]) -> None:
+        """Call `listener(department)` when another instance announces an import (None: any department may
+        have changed, after the events were not heard for a while)."""
+        self._generation_listeners.append(listener)
+
+    async def announce_generation(self, department: str) -> None:
+        """Tell every instance that `department`'s records changed (after an import through this one)."""
+        await self._announce(f"g {department}")
+
+    async def purge(self, source_id: str | None = None) -> int:
+        """Remove every cached answer of `source_id` (None: of every source) here, in the shared backend and
+        in every instance's near tier; how many keys were removed (answers, and on Redis also the hand-offs
+        that lock holders left for waiters)."""
+        fragment = f":src:{source_id}:" if source_id else ""
+        self._near.drop_matching(fragment) if fragment else self._near.clear()
+        if isinstance(self._backend, RedisBackend):
+            pattern = f"{self._prefix}:v{SCHEMA_VERSION}:src:{source_id or '*'}:*"
+            removed = await self._guard.run(lambda: self._backend.delete_matching(pattern))  # type: ignore[union-attr]
+            await self._announce(f"p {fragment or '*'}")
+        else:
+            removed = self._backend.drop_matching(fragment)
+        if self._local is not None:
+            self._local.drop_matching(fragment)
+        return removed
+
+    async def _announce(self, message: str) -> None:
+        if isinstance(self._backend, RedisBackend):
+            backend = self._backend
+            try:
+                await self._guard.run(lambda: backend.publish(self.channel, message))
+            except BackendUnavailable as e:
+                # Nobody can hear it, and every instance empties its near tier when it hears Redis again.
+                log.info("cache event %r not sent: %s", message[:80], e)
+
+    def _on_event(self, message: str) -> None:
+        kind, _, rest = message.partition(" ")
+        if kind == "k":
+            version, _, key = rest.partition(" ")
+            self._near.drop(key, float(version))
+        elif kind == "p":
+            self._near.clear() if rest == "*" else self._near.drop_matching(rest)
+        elif kind == "g":
+            for listener in self._generation_listeners:
+                listener(rest)
+
+    def _on_reset(self) -> None:
+        self._near.clear()
+        for listener in self._generation_listeners:
+            listener(None)
+
+    def _near_get(self, key: str) -> SourceResult | None:
+        if not self.near_live:
+            return None
+        entry = self._near.get(key, self._clock())
+        if entry is None:
+            return None
+        # In front of the in-process LRU, an entry answers only while the LRU holds the very value it was
+        # decoded from: the LRU's evictions and replacements apply to both tiers.
+        if entry.raw is not None and self._backend.get_now(key) is not entry.raw:  # type: ignore[union-attr]
+            self._near.drop(key)
+            return None
+        self._stats["hits"] += 1
+        self._stats["near_hits"] += 1
+        return entry.result
+
+    def _keep_near(self, key: str, env: Envelope, raw: object = None) -> SourceResult:
+        """`env`'s result marked as a hit, kept in the near tier while it may answer."""
+        result = _as_hit(env)
+        if self.near_live:
+            self._near.put(key, result, env.expires_at, env.stored_at, raw if self._events is None else None)
+        return result
+
+    def _event_for(self, key: str, value: str | None, version: float) -> tuple[str, str] | None:
+        """The announcement of a store: (channel, `k {version} {key}`), or None when there is nobody to tell."""
+        if value is None or self._events is None:
+            return None
+        return self.channel, f"k {version!r} {key}"
+
+    async def load_many(self, wanted: list[tuple[SourceConfig, Query, str]]) -> int:
+        """Read the answers of several (source, query, version) the near tier does not hold in one round trip
+        (Redis MGET) and keep the fresh ones there, for `peek` to answer; how many were found fresh. Nothing
+        to do in process (`peek` reads the LRU itself); never raises for a backend failure."""
+        if not isinstance(self._backend, RedisBackend) or not self.near_live:
+            return 0
+        now = self._clock()
+        keys = []
+        for source, query, version in wanted:
+            key = cache_key(self._prefix, source, query, version)
+            if key not in self._flights and self._near.get(key, now) is None:
+                keys.append(key)
+        if len(keys) < 2:
+            return 0  # one key: `fetch`'s own GET is the same round trip
+        backend = self._backend
+        try:
+            raws = await self._guard.run(lambda: backend.mget(keys))
+        except BackendUnavailable:
+            return 0
+        self._stats["batch_reads"] += 1
+        found = 0
+        now = self._clock()
+        for key, raw in zip(keys, raws, strict=True):
+            env = self._decode(raw)
+            if env is not None and env.is_fresh(now):
+                self._near.put(key, _as_hit(env), env.expires_at, env.stored_at)
+                found += 1
+        return found
 
     # --- lookups --------------------------------------------------------------------------------
 
@@ -153,16 +321,21 @@ class SourceCache:
         key = cache_key(self._prefix, source, query, version)
         stale: Envelope | None = None
         if key not in self._flights:  # nobody here is already asking: read the cache ourselves
+            near = self._near_get(key)
+            if near is not None:
+                return near
+            shared = True
             try:
                 raw = await self._guard.run(lambda: self._backend.get(key))
             except BackendUnavailable:
                 raw = self._local.get_now(key) if self._local is not None else None
+                shared = False
             env = self._decode(raw)
             if env is not None:
                 now = self._clock()
                 if env.is_fresh(now):
                     self._stats["hits"] += 1
-                    return _as_hit(env)
+                    return self._keep_near(key, env, raw) if shared else _as_hit(env)
                 if env.is_servable_stale(now):
                     stale = env
         result, joined = await self._flights.run(key, lambda: self._miss(key, source, call, stale))
@@ -172,15 +345,17 @@ class SourceCache:
         return result
 
     def peek(self, source: SourceConfig, query: Query, *, version: str = "") -> SourceResult | None:
-        """What `fetch` would return without waiting, when it can tell so: a fresh answer in the in-process
-        cache (counted as a hit, as `fetch` counts it), and only while no identical lookup is in flight (`fetch`
-        would join it). None means "call `fetch`": on Redis (a read is a round trip), on a miss, a stale or
-        unreadable entry, or a flight running for the key."""
-        if not isinstance(self._backend, MemoryBackend):
-            return None
+        """What `fetch` would return without waiting, when it can tell so: a fresh answer in the near tier or the
+        in-process cache (counted as a hit, as `fetch` counts it), and only while no identical lookup is in
+        flight (`fetch` would join it). None means "call `fetch`": on a miss, a stale or unreadable entry, a
+        flight running for the key, or on Redis when the near tier does not hold it (a read is a round trip).
+        The result may be shared with other lookups: never change it."""
         key = cache_key(self._prefix, source, query, version)
         if key in self._flights:
             return None
+        near = self._near_get(key)
+        if near is not None or not isinstance(self._backend, MemoryBackend):
+            return near
         raw = self._backend.get_now(key)
         if raw is None:
             return None
@@ -191,7 +366,7 @@ class SourceCache:
         if not env.is_fresh(self._clock()):
             return None
         self._stats["hits"] += 1
-        return _as_hit(env)
+        return self._keep_near(key, env, raw)
 
     async def _miss(self, key: str, source: SourceConfig, call: SourceCall, stale: Envelope | None) -> SourceResult:
         """One flight after a miss: ask the source, coordinated with the other processes on Redis."""
@@ -205,11 +380,16 @@ class SourceCache:
     ) -> SourceResult:
         """Ask the source without any cross-process lock (memory backend, or Redis unreachable)."""
         fresh = await self._call(call)
-        value, ttl_s = self._storable(source, fresh)
+        value, ttl_s, version = self._storable(source, fresh)
         if value is not None:
             try:
-                await self._guard.run(lambda: self._backend.set(key, value, ttl_s))
+                if isinstance(self._backend, RedisBackend):
+                    backend, event = self._backend, self._event_for(key, value, version)
+                    await self._guard.run(lambda: backend.set(key, value, ttl_s, event))
+                else:
+                    await self._backend.set(key, value, ttl_s)
                 self._stats["stores"] += 1
+                self._keep_near_value(key, value)
             except BackendUnavailable:
                 await self._keep_local(key, value, ttl_s)
         return self._settle(fresh, stale)
@@ -264,7 +444,7 @@ class SourceCache:
         try:
             fresh = await self._call(call)
             final = self._settle(fresh, stale)
-            value, ttl_s = self._storable(source, fresh)
+            value, ttl_s, version = self._storable(source, fresh)
             now = self._clock()
             handoff = Envelope(stored_at=now, expires_at=now, stale_until=now, result=final).encode()
             try:
@@ -278,11 +458,13 @@ class SourceCache:
                         handoff_ttl_ms=max(lock_ttl_ms, 1000),
                         lock=lock,
                         token=token,
+                        event=self._event_for(key, value, version),
                     )
                 )
                 finished = True
                 if value is not None:
                     self._stats["stores"] += 1
+                    self._keep_near_value(key, value)
             except BackendUnavailable:
                 if value is not None:
                     await self._keep_local(key, value, ttl_s)
@@ -311,6 +493,12 @@ class SourceCache:
 
     # --- helpers --------------------------------------------------------------------------------
 
+    def _keep_near_value(self, key: str, value: str) -> None:
+        """Keep what was just stored in the near tier too (decoded again: its own objects, not the caller's)."""
+        if self.near_live:
+            with suppress(CorruptEntry):
+                self._keep_near(key, Envelope.decode(value), value)
+
     async def _keep_local(self, key: str, value: str, ttl_s: float) -> None:
         """Keep an answer in process while the shared backend cannot take it."""
         if self._local is not None:
@@ -325,14 +513,15 @@ class SourceCache:
         self._stats["calls"] += 1
         return await call()
 
-    def _storable(self, source: SourceConfig, fresh: SourceResult) -> tuple[str | None, float]:
-        """The envelope to store for a fresh result and its time to live, or (None, 0) if it is not cached."""
+    def _storable(self, source: SourceConfig, fresh: SourceResult) -> tuple[str | None, float, float]:
+        """The envelope to store for a fresh result, its time to live and its version (stored_at), or
+        (None, 0, 0) if it is not cached."""
         fresh_s = fresh_ttl_s(source, fresh)
         if fresh_s <= 0:
-            return None, 0.0
+            return None, 0.0, 0.0
         now = self._clock()
         env = make_envelope(source, fresh, now, fresh_s)
-        return env.encode(), env.stale_until - now
+        return env.encode(), env.stale_until - now, now
 
     def _settle(self, fresh: SourceResult, stale: Envelope | None) -> SourceResult:
         """The fresh result, or the stale answer, marked, when the source failed and one is at hand."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from aggregator.records.report import (
     RowProblem,
     UnreadableFile,
     parse_quarter,
+    require_started,
 )
 from aggregator.records.schema import LOOKUP_INDEXES, batches, records
 
@@ -133,8 +135,11 @@ class RecordIngest:
           imported. With `partial=True` the valid rows are imported and the others kept, with their reasons,
           in the report (status `partial`). A rejected upload is recorded too (status `rejected`), so that
           `get_batch` shows its report; it can be fixed and imported again.
-        - The same file content (sha256) imported twice for a department raises `AlreadyImported`, carrying
-          the existing batch's id, and adds nothing.
+        - The same file content (sha256) imported twice for a department and quarter (or for a quarter older
+          than one it was imported for) raises `AlreadyImported`, carrying the existing batch's id, and adds
+          nothing. The same file for a NEWER quarter, when it is what the department's newest upload holds (its
+          records did not change), is that quarter's upload: a batch row for the quarter that re-affirms the
+          earlier batch's rows (`reaffirms`), nothing re-inserted (see `_reaffirm`).
         - A newer quarter supersedes the department's older rows for the same certificate (number and, see
           `_sub_key`, operation item or category); older batches stay as history. A batch of an older quarter
           imported later stays history where a newer quarter already holds the certificate.
@@ -143,7 +148,7 @@ class RecordIngest:
         - `file_name` is the name to record (default: the path's name), e.g. the name of a web upload.
         """
         department = Department(department)
-        quarter = parse_quarter(quarter)
+        quarter = require_started(parse_quarter(quarter))  # FutureQuarter for one that has not begun
         path = Path(path)
         sha256 = await asyncio.to_thread(_sha256, path)
         batch = IncomingBatch(
@@ -156,9 +161,12 @@ class RecordIngest:
             uploaded_at=datetime.now(UTC),
         )
         async with self.engine.connect() as conn:
-            existing = await _live_batch(conn, department, sha256)
+            existing = await _live_batch(conn, department, sha256, quarter)
         if existing is not None:
             raise AlreadyImported(existing, department, sha256)
+        reaffirmed = await self._reaffirm(batch)
+        if reaffirmed is not None:
+            return reaffirmed
         try:
             upload = await asyncio.to_thread(importer.open_upload, path, self.department_config(department))
         except UnreadableFile as e:
@@ -180,7 +188,7 @@ class RecordIngest:
                     await conn.execute(
                         sa.text("SELECT pg_advisory_xact_lock(:c, :d)"), {"c": LOCK_CLASS, "d": _DEPT_LOCK[department]}
                     )
-                existing = await _live_batch(conn, department, batch.sha256)
+                existing = await _live_batch(conn, department, batch.sha256, batch.quarter)
                 if existing is not None:  # imported by someone else while this file was being opened
                     raise AlreadyImported(existing, department, batch.sha256)
                 batch_id = await _insert_batch(conn, batch, status="importing")
@@ -240,6 +248,69 @@ class RecordIngest:
             rejected_rows=tally.rejected_rows,
             upload=upload,
         )
+
+    async def _reaffirm(self, batch: IncomingBatch) -> BatchReport | None:
+        """The same file as the department's newest upload, for a newer quarter: record the quarter as a batch
+        that re-affirms the earlier batch's rows (status and counts copied, `reaffirms` its id, nothing
+        inserted) and return its report. None when the file is not the newest upload's (then it is imported as
+        usual: its rows must become current again), or when the earlier batch was partial and this upload is not
+        (then the usual import rejects it, as it would any file with bad rows without --partial)."""
+        department = batch.department
+        newest_query = (
+            sa.select(batches)
+            .where(batches.c.department == department.value, batches.c.status.in_(LIVE))
+            .order_by(batches.c.quarter.desc(), batches.c.id.desc())
+            .limit(1)
+        )
+        async with self.engine.connect() as conn:  # almost every upload is a new file: no write lock for it
+            newest = (await conn.execute(newest_query)).first()
+        if newest is None or newest.sha256 != batch.sha256:
+            return None
+        async with write_transaction(self.engine) as conn:
+            if not self._sqlite:
+                await conn.execute(
+                    sa.text("SELECT pg_advisory_xact_lock(:c, :d)"), {"c": LOCK_CLASS, "d": _DEPT_LOCK[department]}
+                )
+            existing = await _live_batch(conn, department, batch.sha256, batch.quarter)
+            if existing is not None:  # the same quarter, recorded while this file was being read
+                raise AlreadyImported(existing, department, batch.sha256)
+            newest = (await conn.execute(newest_query)).first()  # again, under the department's lock
+            if (
+                newest is None
+                or newest.sha256 != batch.sha256
+                or newest.quarter >= batch.quarter
+                or (newest.status != BatchStatus.IMPORTED.value and not batch.partial)
+            ):
+                return None
+            original = int(newest.reaffirms or newest.id)
+            stored = newest.report if isinstance(newest.report, dict) else json.loads(newest.report or "{}")
+            rows = int(newest.rows_imported)
+            note = (
+                f"与批次 {original} 文件相同：未重复写入记录，其 {rows} 条记录确认为 {batch.quarter} 的数据 "
+                f"(the same file as batch {original}: no rows re-inserted; its {rows} records are re-affirmed as "
+                f"{batch.quarter}'s)"
+            )
+            report = BatchReport.model_validate(
+                {
+                    **stored,
+                    **batch.row(newest.status),
+                    "id": 0,
+                    "rows_total": newest.rows_total,
+                    "rows_imported": rows,
+                    "rows_rejected": newest.rows_rejected,
+                    "partial": batch.partial,
+                    "superseded": 0,
+                    "outdated": 0,
+                    "reaffirms": original,
+                    "warnings": [note, *stored.get("warnings", [])],
+                }
+            )
+            result = await conn.execute(
+                batches.insert().returning(batches.c.id), {**batch.row("importing"), "reaffirms": original}
+            )
+            report = report.model_copy(update={"id": int(result.scalar_one())})
+            await _finish_batch(conn, report)
+        return report
 
     async def _record_rejected(
         self,
@@ -391,10 +462,19 @@ def _sub_key(department: Department, alias: str) -> str:
     return "''"
 
 
-async def _live_batch(conn: AsyncConnection, department: Department, sha256: str) -> int | None:
-    """The id of the department's batch with this content that is imported or being imported, if any."""
-    query = sa.select(batches.c.id).where(
-        batches.c.department == department.value, batches.c.sha256 == sha256, batches.c.status != "rejected"
+async def _live_batch(conn: AsyncConnection, department: Department, sha256: str, quarter: str) -> int | None:
+    """The id of the department's batch with this content that is imported or being imported for `quarter` or a
+    newer quarter (the same quarter's first), if any: importing the content for `quarter` would add nothing."""
+    query = (
+        sa.select(batches.c.id)
+        .where(
+            batches.c.department == department.value,
+            batches.c.sha256 == sha256,
+            batches.c.status != "rejected",
+            batches.c.quarter >= quarter,
+        )
+        .order_by((batches.c.quarter == quarter).desc(), batches.c.id)
+        .limit(1)
     )
     return (await conn.execute(query)).scalar()
 

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aggregator.models import CERTIFICATE_FIELDS, Certificate, Department
 from aggregator.numbers import normalise
-from aggregator.records.report import BatchReport, BatchStatus, BatchSummary
+from aggregator.records.report import BatchReport, BatchStatus, BatchSummary, quarter_as_of
 from aggregator.records.schema import batches, records
 
 #: The statuses of the batches whose rows count (`BatchStatus.IMPORTED`, `BatchStatus.PARTIAL`).
@@ -26,7 +26,8 @@ class RecordsHit(BaseModel):
     """What the uploaded records of one department say about one lookup."""
 
     certificates: list[Certificate] = Field(default_factory=list)  # current rows only
-    data_as_of: datetime | None = None  # upload time of the newest batch the certificates came from
+    # what the newest batch the certificates came from is as of: the earlier of its quarter's end and its upload
+    data_as_of: datetime | None = None
     quarter: str | None = None  # that batch's quarter
 
 
@@ -111,10 +112,10 @@ class RecordReads:
         if not rows:
             return RecordsHit()
         rows.sort(key=lambda r: (r.number, r.category or "", r.operation_item or ""))
-        newest = max(rows, key=lambda r: as_utc(r.uploaded_at))
+        newest = max(rows, key=lambda r: quarter_as_of(r.quarter, as_utc(r.uploaded_at)))
         return RecordsHit(
             certificates=[_certificate(r) for r in rows],
-            data_as_of=as_utc(newest.uploaded_at),
+            data_as_of=quarter_as_of(newest.quarter, as_utc(newest.uploaded_at)),
             quarter=newest.quarter,
         )
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta, timezone
 from enum import StrEnum
 from typing import Any
 
@@ -148,6 +148,7 @@ class BatchReport(BatchSummary):
     warnings: list[str] = Field(default_factory=list)
     superseded: int = 0
     outdated: int = 0
+    reaffirms: int | None = None  # the same file for a newer quarter: the batch whose rows it re-affirms
 
     @field_validator("warnings")
     @classmethod
@@ -223,12 +224,64 @@ def parse_quarter(text: str) -> str:
     raise InvalidQuarter(text)
 
 
+#: Where a quarter is said to have started: China Standard Time (a department uploading at 00:30 on 1 January,
+#: Beijing time, is in the new quarter although UTC is not yet).
+CHINA_TIME = timezone(timedelta(hours=8), "CST")
+
+
+class FutureQuarter(InvalidQuarter):
+    """An upload for a quarter that has not started yet (a typo for the year, most often)."""
+
+    def __init__(self, quarter: str, today: date) -> None:
+        self.today = today
+        super().__init__(quarter)
+        self.args = (
+            f"季度 {quarter} 尚未开始（今天是 {today.isoformat()}），不能上报 "
+            f"(quarter {quarter} has not started yet: today is {today.isoformat()})",
+        )
+
+
+def quarter_bounds(quarter: str) -> tuple[date, date]:
+    """The first and the last day of a quarter written as `parse_quarter` returns it (2026Q4)."""
+    m = QUARTER.match(quarter)
+    if m is None:
+        raise InvalidQuarter(quarter)
+    year, q = int(m.group(1)), int(m.group(2))
+    first = date(year, 3 * q - 2, 1)
+    after = date(year + 1, 1, 1) if q == 4 else date(year, 3 * q + 1, 1)
+    return first, after - timedelta(days=1)
+
+
+def quarter_as_of(quarter: str, uploaded_at: datetime) -> datetime:
+    """What an upload's data is as of: the earlier of the end of its quarter's last day (UTC) and the upload
+    time. A 2026Q4 file uploaded on 2 December is as of 2 December, not 31 December; a 2026Q3 file uploaded on
+    2 December is as of 30 September."""
+    _, last = quarter_bounds(quarter)
+    end = datetime(last.year, last.month, last.day, tzinfo=UTC) + timedelta(days=1) - timedelta(microseconds=1)
+    at = uploaded_at if uploaded_at.tzinfo else uploaded_at.replace(tzinfo=UTC)
+    return min(at, end)
+
+
+def require_started(quarter: str, today: date | None = None) -> str:
+    """`quarter` (as `parse_quarter` returns it) if it has started by `today` (default: today in China time),
+    else `FutureQuarter`: nobody reports a quarter that has not begun."""
+    today = today or datetime.now(CHINA_TIME).date()
+    first, _ = quarter_bounds(quarter)
+    if first > today:
+        raise FutureQuarter(quarter, today)
+    return quarter
+
+
 def _register_errors() -> None:
     from aggregator.errors import register
 
     register(
         InvalidQuarter, 422, 2, "invalid-quarter", "季度格式应为 2026Q1、2026 Q1 或 2026年第1季度",
         "a quarter is written 2026Q1, 2026 Q1 or 2026年第1季度, not {exc.quarter!r}",
+    )
+    register(
+        FutureQuarter, 422, 2, "future-quarter", "季度 {exc.quarter} 尚未开始（今天是 {exc.today}），不能上报",
+        "quarter {exc.quarter} has not started yet (today is {exc.today}); nothing was imported",
     )
     register(AlreadyImported, 409, 0, "already-imported", "该文件已导入（批次 {exc.batch_id}），未作任何更改", "this file was already imported as batch {exc.batch_id}; nothing was added")
     register(UnreadableFile, 422, 65, "unreadable-file", "无法读取文件：{exc}", "the file cannot be read: {exc}")

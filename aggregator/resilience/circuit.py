@@ -19,7 +19,7 @@ Usage (the runner does this for every call):
         ...                                              # circuit_open, retry in permit.retry_in_s
     ...                                                  # the call
     await breakers.success(permit)                       # found or not_found
-    await breakers.failure(permit, suspend_s=hint)       # timeout, blocked, parse_error ...
+    await breakers.failure(permit, suspend_s=hint)       # timeout, blocked, parse_error ...; True: it opened
     await breakers.release(permit)                       # neither (our own deadline or limiter)
     await breakers.state("mem")                          # BreakerState, for monitoring
 
@@ -128,8 +128,9 @@ class BreakerRegistry(ABC):
         """The call got an answer from the source (found or not_found)."""
 
     @abstractmethod
-    async def failure(self, permit: Permit, *, suspend_s: float | None = None) -> None:
-        """The call failed because of the source; `suspend_s` may lengthen an open period."""
+    async def failure(self, permit: Permit, *, suspend_s: float | None = None) -> bool:
+        """The call failed because of the source; `suspend_s` may lengthen an open period. True when this
+        failure opened the circuit (from closed, or a failed half-open probe): the health history counts it."""
 
     @abstractmethod
     async def release(self, permit: Permit) -> None:
@@ -170,7 +171,7 @@ class MemoryBreakers(BreakerRegistry):
             self._cells[permit.source.id] = _Cell()
         # A call admitted before the breaker opened says nothing about the source now: ignored.
 
-    async def failure(self, permit: Permit, *, suspend_s: float | None = None) -> None:
+    async def failure(self, permit: Permit, *, suspend_s: float | None = None) -> bool:
         now = self._clock()
         cfg = permit.source.circuit
         hint = max(suspend_s or 0.0, 0.0)
@@ -180,14 +181,17 @@ class MemoryBreakers(BreakerRegistry):
             if cell.failures >= cfg.failure_threshold:
                 cell.backoff_s = cfg.base_backoff_s
                 cell.open_until = now + max(cell.backoff_s, hint)
+                return True
         elif permit.probe:
             cell.failures += 1
             cap = max(cfg.max_backoff_s, cfg.base_backoff_s)
             cell.backoff_s = min(max(cell.backoff_s, cfg.base_backoff_s) * 2, cap)
             cell.open_until = now + max(cell.backoff_s, hint)
             cell.probe_until = 0.0
+            return True
         elif now + hint > cell.open_until:
             cell.open_until = now + hint
+        return False
 
     async def release(self, permit: Permit) -> None:
         if permit.probe:
@@ -254,24 +258,27 @@ if cap < base then cap = base end
 """
     + _LOAD
     + """
+local opened = 0
 if open_until == 0 then
   failures = failures + 1
   if failures >= threshold then
     backoff = base
     open_until = now + math.max(backoff, hint)
+    opened = 1
   end
 elseif probe == 1 then
   failures = failures + 1
   backoff = math.min(math.max(backoff, base) * 2, cap)
   open_until = now + math.max(backoff, hint)
   probe_until = 0
+  opened = 1
 elseif now + hint > open_until then
   open_until = now + hint
 end
 """
     + _SAVE
     + """
-return 1
+return opened
 """
 )
 
@@ -324,10 +331,10 @@ class RedisBreakers(BreakerRegistry):
 
         await self.health.call(shared, lambda: self.fallback.success(permit))
 
-    async def failure(self, permit: Permit, *, suspend_s: float | None = None) -> None:
+    async def failure(self, permit: Permit, *, suspend_s: float | None = None) -> bool:
         cfg = permit.source.circuit
 
-        async def shared() -> None:
+        async def shared() -> bool:
             args = [
                 repr(self._clock()),
                 int(permit.probe),
@@ -337,9 +344,9 @@ class RedisBreakers(BreakerRegistry):
                 repr(float(suspend_s or 0.0)),
                 self._ttl(permit.source),
             ]
-            await self._failure(keys=[self.key(permit.source.id)], args=args)
+            return bool(int(await self._failure(keys=[self.key(permit.source.id)], args=args)))
 
-        await self.health.call(shared, lambda: self.fallback.failure(permit, suspend_s=suspend_s))
+        return await self.health.call(shared, lambda: self.fallback.failure(permit, suspend_s=suspend_s))
 
     async def release(self, permit: Permit) -> None:
         if not permit.probe:

@@ -204,6 +204,13 @@ class Cards:
         key = live.number if live.department != Department.MEM else f"{live.number}/{live.operation_item}"
         self.differences[key] = how
 
+    def upload_only(self, cert: Certificate, how: str) -> None:
+        """A certificate the department uploaded that its live site does not know (a record uploaded in error, or
+        withdrawn since)."""
+        self.uploaded[cert.department].append(cert)
+        key = cert.number if cert.department != Department.MEM else f"{cert.number}/{cert.operation_item}"
+        self.differences[key] = how
+
     def add_history(self, cert: Certificate) -> None:
         """An older card the live site lists under 历史数据 (MEM)."""
         self.history[cert.department].append(cert)

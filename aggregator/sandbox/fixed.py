@@ -37,13 +37,16 @@ FIXED_HOLDERS: list[Holder] = [
     Holder("孙丽", "130102197506082621", "女"),
     Holder("马超", "62010219990812093X", "男"),
     Holder("阿依古丽·买买提", "650102199503041286", "女"),
+    Holder("郑凯", "330106198605191230", "男"),
 ]
-ZHANG, LI, LIU, CHEN, YANG, HUANG, ZHOU, WU, SUN, MA, AYI = FIXED_HOLDERS
+ZHANG, LI, LIU, CHEN, YANG, HUANG, ZHOU, WU, SUN, MA, AYI, ZHENG = FIXED_HOLDERS
 MOHURD_ZHANG = "京A012019000939"
 MOHURD_YANG = "豫A052018001207"
 MOHURD_ZHOU = "吉A012020000417"
 MOHRSS_LIU = "S021537000101234000517"
 MOHRSS_SUN = "0813011023400571"
+MOHURD_ZHENG = "浙A012021000388"  # uploaded, unknown to the live site
+MOHRSS_ZHENG = "S043333000208224000611"  # uploaded, unknown to the live site
 
 UNHELD_IDS = ("110101198001010010", "440305198606150078")
 UNHELD_NUMBERS: dict[Department, str] = {
@@ -54,7 +57,8 @@ UNHELD_NUMBERS: dict[Department, str] = {
 }
 RESERVED: frozenset[str] = frozenset(
     [h.id_number for h in FIXED_HOLDERS]
-    + [MOHURD_ZHANG, MOHURD_YANG, MOHURD_ZHOU, MOHRSS_LIU, MOHRSS_SUN, *UNHELD_IDS, *UNHELD_NUMBERS.values()]
+    + [MOHURD_ZHANG, MOHURD_YANG, MOHURD_ZHOU, MOHRSS_LIU, MOHRSS_SUN, MOHURD_ZHENG, MOHRSS_ZHENG]
+    + [*UNHELD_IDS, *UNHELD_NUMBERS.values()]
 )
 
 ELECTRICAL, LOW, HIGH = t.MEM_ELECTRICAL, "低压电工作业", "高压电工作业"
@@ -64,8 +68,8 @@ WELDING, FUSION = t.MEM_WELDING, "熔化焊接与热切割作业"
 def add_fixed(cards: Cards) -> None:
     """Add the fixed holders' certificates (their upload and live versions) to `cards`."""
     q, day = cards.as_of, timedelta(days=1)
-    bj, jl, sd, js, hn, gd, sc, hb, gs, xj = (
-        t.PROVINCES[c] for c in ("11", "22", "37", "32", "41", "44", "51", "13", "62", "65")
+    bj, jl, sd, js, hn, gd, sc, hb, gs, xj, zj = (
+        t.PROVINCES[c] for c in ("11", "22", "37", "32", "41", "44", "51", "13", "62", "65", "33")
     )
     # 张伟: low-voltage electrician with MEM and MOHURD cards (entries 1 and 3), and an older MEM card.
     start = q - 700 * day
@@ -104,6 +108,11 @@ def add_fixed(cards: Cards) -> None:
     cards.differing(None, mem_card(MA, gs, ELECTRICAL, LOW, first=new_on, start=new_on), "issued_after_upload")
     # 阿依古丽·买买提: a forklift driver (SAMR N1), a name with the middle dot.
     cards.same(samr_card(AYI, xj, "叉车司机", ["N1"], first=q - 800 * day, start=q - 800 * day))
+    # 郑凯: two certificates in the upload that the live sites do not know (a spot check's "not found live").
+    cards.upload_only(mohurd_card(ZHENG, zj, MOHURD_ZHENG, first=date(2021, 4, 8), start=q - 200 * day),
+                      "not_on_live_site")  # fmt: skip
+    cards.upload_only(mohrss_card(ZHENG, MOHRSS_ZHENG, "浙江省建设职业技能鉴定中心", "电工", SKILL_LEVELS[4],
+                                  issued=date(2022, 9, 30)), "not_on_live_site")  # fmt: skip
 
 
 def examples() -> list[Example]:

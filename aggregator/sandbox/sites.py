@@ -79,6 +79,18 @@ class Site:
         self.injected: Counter[str] = Counter()
         self.closing = asyncio.Event()  # set on shutdown: releases hung requests
 
+    def set_status(self, number: str, status: CertStatus) -> int:
+        """Change what the site says about a certificate from now on (tests: a card revoked or suspended while
+        it is monitored); the number of cards changed."""
+        changed = 0
+        for index_ in (self.by_id, self.by_number):
+            for certs in index_.values():
+                for i, c in enumerate(certs):
+                    if c.number == number and c.status != status:
+                        certs[i] = c.model_copy(update={"status": status, "status_text": None})
+                        changed += 1
+        return changed
+
     # --- hooks ---
 
     def add_routes(self, router: web.UrlDispatcher) -> None:

@@ -5,7 +5,7 @@
                                                            N pairs cost N of the key's per-minute rate limit
     GET  /api/v1/sources                                   anyone; health of every source
     GET  /api/v1/recognition                               anyone; the mutual-recognition catalogue
-    GET  /api/v1/audit?limit=&key_id=                      regulator, admin
+    GET  /api/v1/audit?limit=&key_id=&number=&...&cursor=   regulator, admin; searchable, paged, CSV
     GET  /api/v1/whoami                                    anyone; the role the request acts as
 
 Each handler is declared with `endpoint` (what it reads, answers and raises; who may call it): `/openapi.json`
@@ -16,17 +16,31 @@ write the response. Uploads are in `uploads.py`, probes and metrics in `ops.py`.
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 import pydantic_core
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from aggregator.asof import FutureDate, InvalidDate
+from aggregator.audit import ACTIONS, ROLE_ZH, AuditQuery, to_csv
 from aggregator.config import RecognitionCatalogue
+from aggregator.models import Verdict
 from aggregator.numbers import NumberError
 from aggregator.web.access import caller, client_address, receive_form, services
-from aggregator.web.batch import Pair, VerificationRequest, parse_csv_pairs, parse_json_pairs, rows_to_csv, summary
+from aggregator.web.batch import (
+    Pair,
+    VerificationRequest,
+    is_workbook,
+    parse_csv_pairs,
+    parse_json_pairs,
+    parse_workbook_pairs,
+    rows_to_csv,
+    summary,
+)
 from aggregator.web.endpoint import (
     PURPOSE,
     Access,
@@ -41,6 +55,7 @@ from aggregator.web.endpoint import (
 from aggregator.web.problems import (
     AuditUnavailable,
     BadRequest,
+    Forbidden,
     PurposeRequired,
     TooManyRequests,
     Unprocessable,
@@ -83,6 +98,10 @@ NUMBER = path_param(
 )
 NAME = Text("name", "持证人姓名: checked against the records", max_length=MAX_PARAM, example="张伟")
 ID_NUMBER = Text("id_number", "持证人身份证号, for sources queried by ID number", max_length=MAX_PARAM)
+AS_OF = Text(
+    "as_of", "某日（YYYY-MM-DD, UTC）: the answer as certq knew it at the end of that day", max_length=10,
+    example="2026-08-01",
+)
 
 
 @endpoint(
@@ -91,8 +110,8 @@ ID_NUMBER = Text("id_number", "持证人身份证号, for sources queried by ID 
     name="api_certificate",
     operation_id="getCertificate",
     reply=Reply.json(LookupView, "The answer"),
-    params=(NUMBER, NAME, ID_NUMBER, PURPOSE),
-    raises=(PurposeRequired, NumberError, Unprocessable, AuditUnavailable),
+    params=(NUMBER, NAME, ID_NUMBER, AS_OF, PURPOSE),
+    raises=(PurposeRequired, NumberError, Unprocessable, AuditUnavailable, InvalidDate, FutureDate),
 )
 async def get_certificate(request: Request) -> Response:
     """证书查询 Look a certificate up (一网查询).
@@ -101,8 +120,21 @@ async def get_certificate(request: Request) -> Response:
     source's outcome and freshness, conflicts, recognitions. Anyone may ask; what is shown depends on the role.
     Lookups with a key are audited. Names are a limited resource: a caller (key; the public: client IP) may
     have 5 distinct names (by default) checked against one certificate per UTC day; beyond that the lookup is
-    made without the name and query.name_check is not_checked.
+    made without the name and query.name_check is not_checked. With as_of=YYYY-MM-DD: the answer as certq
+    knew it at the end of that day (UTC): per department the upload in force then, per live source its last
+    answer by then; `as_of.rests_on` says what each part rests on (a date after today is a 422).
     """
+    if (as_of := AS_OF.read(request)) is not None:
+        _, view = await services(request).past.lookup_for(
+            caller(request),
+            request.path_params["number"],
+            on=as_of,
+            name=NAME.read(request),
+            id_number=ID_NUMBER.read(request),
+            purpose=PURPOSE.read(request),
+            client_ip=client_address(request),
+        )
+        return AnswerResponse(view, headers=NO_STORE)
     _, view = await services(request).lookup_for(
         caller(request),
         request.path_params["number"],
@@ -139,10 +171,15 @@ async def _read_pairs(request: Request) -> tuple[list[Pair], str | None]:
         try:
             if form.file is None:
                 raise Unprocessable("缺少名为 file 的 CSV 文件", "no CSV file in a form field named 'file'")
-            raw = form.file.path.read_bytes()
+            with form.file.path.open("rb") as f:
+                head = f.read(8)
+            if is_workbook(head):  # XLSX/XLS: the importer's defensive reader, in a child process with limits
+                pairs = await run_in_threadpool(parse_workbook_pairs, form.file.path, limit=limit)
+            else:
+                pairs = parse_csv_pairs(form.file.path.read_bytes(), limit=limit)
         finally:
             form.discard()
-        return parse_csv_pairs(raw, limit=limit), form.fields.get("purpose")
+        return pairs, form.fields.get("purpose")
     raise UnsupportedMediaType(ctype, "application/json, text/csv, multipart/form-data")
 
 
@@ -228,6 +265,31 @@ async def get_recognition(request: Request) -> Response:
 
 LIMIT = Integer("limit", "How many entries, newest first", default=100, minimum=1, maximum=1000)
 KEY_ID = Text("key_id", "Only this key's lookups", max_length=32)
+AUDIT_FILTERS = (
+    Text("number", "证书编号 The number looked up (as printed)", max_length=MAX_PARAM),
+    Text("holder_id_number", "身份证号 Lookups about this holder (regulators only)", max_length=MAX_PARAM),
+    Text("organisation", "机构 Part of the key's label (not its id)", max_length=200),
+    Choice("role", "角色 The caller's role", choices=tuple(ROLE_ZH)),
+    Choice("action", "操作 What was done", choices=ACTIONS),
+    Choice("verdict", "结论 The lookup's verdict", choices=tuple(v.value for v in Verdict)),
+    Text("purpose", "用途 The stated purpose contains this", max_length=200),
+    Text("since", "From this UTC day (YYYY-MM-DD), included", max_length=10),
+    Text("until", "To this UTC day (YYYY-MM-DD), included", max_length=10),
+    Text("job_id", "Only this job's lookups (not folded)", max_length=64),
+    Choice("group", "1 (default): a job's lookups as one line; 0: every entry", choices=("0", "1")),
+    Text("cursor", "From the previous page's `cursor`", max_length=200),
+    FORMAT,
+)
+
+
+def _day(request: Request, name: str) -> date | None:
+    raw = request.query_params.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        return date.fromisoformat(raw)
+    except ValueError as e:
+        raise Unprocessable(f"{name} 应为日期，如 2026-12-01", f"{name} must be a date such as 2026-12-01") from e
 
 
 @endpoint(
@@ -235,23 +297,42 @@ KEY_ID = Text("key_id", "Only this key's lookups", max_length=32)
     "/api/v1/audit",
     name="api_audit",
     operation_id="getAudit",
-    reply=Reply.json(AuditEntries, "Entries"),
+    reply=Reply.json(AuditEntries, "Entries", text_csv=str),
     access=Access.only(AUDITORS, "查看审计日志 / read the audit log"),
-    params=(LIMIT, KEY_ID),
-    raises=(Unprocessable,),
+    params=(LIMIT, KEY_ID, *AUDIT_FILTERS),
+    raises=(Unprocessable, Forbidden),
 )
 async def get_audit(request: Request) -> Response:
-    """审计日志 The audit log, newest first (regulator, admin).
+    """审计日志 The audit log, newest first, searchable (regulator, admin).
 
     Who looked up which number, in what role, why, and the verdict; for a name given, what became of it
-    (name_check), never the name itself.
+    (name_check), never the name itself; and uploads, keys created and revoked, webhook changes, campaign runs.
+    Filters combine (AND). A job's lookups come back as one line with their count unless `group=0` or a `job_id`
+    is given. Page with `cursor`; `format=csv` exports the page with Chinese headers. Searching by
+    `holder_id_number`, and seeing it, is for regulators only.
     """
     limit = LIMIT.read(request)
     key_id = KEY_ID.raw(request) or None
     if key_id is not None and (len(key_id) > KEY_ID.max_length or "\x00" in key_id):  # PostgreSQL refuses NUL
         raise Unprocessable("key_id 过长或含有无效字符", "key_id is too long or contains a NUL character")
-    entries = await services(request).audit.read(limit=limit, key_id=key_id)
-    return JSONResponse({"entries": [e.as_dict() for e in entries]}, headers=NO_STORE)
+    read = {p.name: p.read(request) for p in AUDIT_FILTERS if p.name not in ("since", "until")}
+    query = AuditQuery(
+        number=read["number"], holder_id_number=read["holder_id_number"],
+        key_ids=(key_id,) if key_id else None, role=read["role"], action=read["action"], verdict=read["verdict"],
+        purpose=read["purpose"], since=_day(request, "since"), until=_day(request, "until"), job_id=read["job_id"],
+        group_jobs=read["group"] != "0", limit=limit, cursor=read["cursor"],
+    )  # fmt: skip
+    svc = services(request)
+    principal = caller(request)
+    page, labels = await svc.audit_search.search_for(principal, query, organisation=read["organisation"])
+    if read["format"] == "csv":
+        text = to_csv(page.items, labels=labels, show_holder=svc.audit_search.shows_holder(principal))
+        headers = {**NO_STORE, "Content-Disposition": 'attachment; filename="audit.csv"'}
+        if page.cursor:
+            headers["X-Next-Cursor"] = page.cursor
+        return Response("\ufeff" + text, media_type="text/csv; charset=utf-8", headers=headers)
+    entries = [svc.audit_search.view(item, labels, principal) for item in page.items]
+    return JSONResponse({"entries": entries, "cursor": page.cursor}, headers=NO_STORE)
 
 
 @endpoint("GET", "/api/v1/whoami", name="api_whoami", operation_id="whoami", reply=Reply.json(WhoAmI, "The caller"))

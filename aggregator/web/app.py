@@ -32,14 +32,21 @@ from starlette.staticfiles import StaticFiles
 
 from aggregator.config import Settings
 from aggregator.web.api import api_routes
+from aggregator.web.campaigns import campaign_routes
 from aggregator.web.config import WebConfig
+from aggregator.web.holders.api import holder_routes
 from aggregator.web.metrics import Metrics
 from aggregator.web.middleware import Gate, ProblemGuard, RateLimitHeaders, RequestMetrics
 from aggregator.web.openapi import openapi_routes
 from aggregator.web.ops import ops_routes
 from aggregator.web.problems import MethodNotAllowed, RouteNotFound, WebError, problem_response
+from aggregator.web.receipts import receipt_routes
+from aggregator.web.rosters import roster_routes
 from aggregator.web.services import Services
+from aggregator.web.services.work import start_work
+from aggregator.web.source_history import history_routes
 from aggregator.web.uploads import upload_routes
+from aggregator.web.webhooks import webhook_routes
 
 if TYPE_CHECKING:
     from aggregator.gateway import Gateway
@@ -70,6 +77,12 @@ def app_routes() -> list[BaseRoute]:
     return [
         *api_routes(),
         *upload_routes(),
+        *roster_routes(),
+        *webhook_routes(),
+        *holder_routes(),
+        *history_routes(),
+        *receipt_routes(),
+        *campaign_routes(),
         *ops_routes(),
         *openapi_routes(),
         Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
@@ -104,11 +117,13 @@ def create_app(
                 settings or Settings.load(), database_url=database_url, redis_url=redis_url, deadline_s=web.deadline_s
             )
         try:
-            app.state.services = Services.on(gw, config=web, metrics=metrics)
+            app.state.services = services = Services.on(gw, config=web, metrics=metrics)
+            work = start_work(services, web)
             if web.freeze_gc:
                 gc.collect()
                 gc.freeze()
             yield
+            await work.stop()
         finally:
             if owned:
                 await gw.close()

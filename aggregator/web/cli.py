@@ -5,6 +5,8 @@
     certq keys list
     certq keys revoke 3f9a0c1d2e4b
     certq audit --limit 20 --key 3f9a0c1d2e4b --json
+    certq audit --number T110105199003071239 --since 2026-11-01 --csv > audit.csv
+    certq audit verify [--anchor SEQ:HASH]       certq audit head
 
 Keys and the audit log live in the records database (CERTQ_DATABASE_URL, else the SQLite file).
 """
@@ -22,6 +24,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from aggregator.audit.entry import ACTION_ZH, ACTIONS, ROLE_ZH
 from aggregator.errors import describe
 from aggregator.models import Department
 from aggregator.web.roles import Role
@@ -143,9 +146,17 @@ def keys_group() -> None:
 @_db_option
 def keys_create(role: str, label: str, department: str | None, database_url: str | None) -> None:
     """Create a key and print it ONCE (only its hash is stored)."""
+    from aggregator.audit import CLI, AuditLog
     from aggregator.web.keys import KeyStore
 
-    record, secret = _with_store(database_url, lambda engine: KeyStore(engine).create(role, label, department=department))
+    async def create(engine: Any) -> Any:
+        record, secret = await KeyStore(engine).create(role, label, department=department)
+        detail = {"key_id": record.key_id, "role": record.role.value, "label": record.label,
+                  "department": record.department.value if record.department else None}  # fmt: skip
+        await AuditLog(engine).record_action(CLI, "key_create", detail=detail)
+        return record, secret
+
+    record, secret = _with_store(database_url, create)
     dept = f" · {record.department.value}" if record.department else ""
     console.print(f"key id {record.key_id} · {record.role.value}{dept} · {record.label}")
     console.print("密钥只显示这一次，请立即保存 (the key is shown only this once; store it now):")
@@ -158,6 +169,7 @@ def keys_create(role: str, label: str, department: str | None, database_url: str
 def keys_revoke(key_id: str, database_url: str | None) -> None:
     """Revoke a key by its id, or a prefix of it that only one key has (requests with it are refused at once
     by this database's servers)."""
+    from aggregator.audit import CLI, AuditLog
     from aggregator.web.keys import KeyStore
 
     wanted = key_id.strip().lower()
@@ -169,6 +181,7 @@ def keys_revoke(key_id: str, database_url: str | None) -> None:
         if len(matches) != 1 or not wanted:
             return None, matches
         await store.revoke(matches[0])
+        await AuditLog(engine).record_action(CLI, "key_revoke", detail={"key_id": matches[0]})
         return matches[0], matches
 
     revoked, matches = _with_store(database_url, revoke)
@@ -216,41 +229,151 @@ def keys_list(as_json: bool, as_csv: bool, database_url: str | None) -> None:
 # --- audit -------------------------------------------------------------------------------------------
 
 
-@click.command("audit")
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000), help="Newest N entries.")
-@click.option("--key", "key_id", help="Only this key's lookups.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
-@click.option("--csv", "as_csv", is_flag=True, help="Print CSV.")
-@_db_option
-def audit_command(limit: int, key_id: str | None, as_json: bool, as_csv: bool, database_url: str | None) -> None:
-    """Read the audit log: who looked up which number, in what role, why, and the verdict."""
-    from aggregator.render import print_rows
-    from aggregator.web.audit import AuditLog
+def _day(value: str | None) -> Any:
+    from datetime import date
 
-    entries = _with_store(database_url, lambda engine: AuditLog(engine).read(limit=limit, key_id=key_id))
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError as e:
+        raise click.BadParameter(f"应为日期，如 2026-12-01 (a date such as 2026-12-01): {value}") from e
+
+
+@click.group("audit", invoke_without_command=True)
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000), help="Newest N entries.")
+@click.option("--key", "key_id", help="Only this key's entries (its whole id).")
+@click.option("--number", help="证书编号: lookups of this number.")
+@click.option("--holder", "holder_id_number", help="身份证号: lookups about this holder.")
+@click.option("--org", "organisation", help="机构: part of the key's label.")
+@click.option("--role", type=click.Choice(sorted(ROLE_ZH)), help="The caller's role.")
+@click.option("--action", type=click.Choice(ACTIONS), help="What was done.")
+@click.option("--verdict", help="The lookup's verdict (valid, revoked ...).")
+@click.option("--purpose", help="The stated purpose contains this.")
+@click.option("--since", help="From this UTC day (YYYY-MM-DD).")
+@click.option("--until", help="To this UTC day (YYYY-MM-DD), included.")
+@click.option("--job", "job_id", help="Only this job's lookups.")
+@click.option("--every", is_flag=True, help="Every entry: do not fold a job's lookups into one line.")
+@click.option("--cursor", help="Continue from the cursor the previous page printed.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV (Chinese headers).")
+@_db_option
+@click.pass_context
+def audit_command(ctx: click.Context, limit: int, key_id: str | None, number: str | None,
+                  holder_id_number: str | None, organisation: str | None, role: str | None, action: str | None,
+                  verdict: str | None, purpose: str | None, since: str | None, until: str | None,
+                  job_id: str | None, every: bool, cursor: str | None, as_json: bool, as_csv: bool,
+                  database_url: str | None) -> None:  # fmt: skip
+    """Search the audit log: who looked up which number, in what role, why, and the verdict; uploads, keys,
+    webhook changes, campaign runs. `certq audit verify` checks its hash chain."""
+    if ctx.invoked_subcommand is not None:
+        ctx.ensure_object(dict)["db"] = database_url
+        return
+    from aggregator.audit import AuditQuery, BadAuditQuery, JobGroup, search, to_csv
+    from aggregator.audit.search import organisation as organisation_of
+    from aggregator.web.keys import KeyStore
+
+    query = AuditQuery(
+        number=number, holder_id_number=holder_id_number, key_ids=(key_id,) if key_id else None, role=role,
+        action=action, verdict=verdict, purpose=purpose, since=_day(since), until=_day(until), job_id=job_id,
+        group_jobs=not every, limit=limit, cursor=cursor,
+    )  # fmt: skip
+
+    async def run(engine: Any) -> Any:
+        labels = {k.key_id: k.label for k in await KeyStore(engine).list_keys()}
+        q = query
+        if organisation:
+            ids = tuple(k for k, v in labels.items() if organisation.casefold() in v.casefold())
+            q = AuditQuery(**{**q.__dict__, "key_ids": ids if key_id is None else tuple(set(ids) & {key_id})})
+        try:
+            return await search(engine, q), labels
+        except BadAuditQuery as e:
+            raise click.BadParameter(f"{e.zh} ({e.en})") from e
+
+    page, labels = _with_store(database_url, run)
     if as_json:
-        for e in entries:
-            click.echo(json.dumps(e.as_dict(), ensure_ascii=False))
-        return
-    if as_csv:
-        print_rows([e.as_dict() for e in entries], as_json=False)
-        return
-    table = Table(
-        "time (UTC)", "key", "role", "action", "number", "name?", "name check", "verdict", "purpose", "client"
-    )
-    for column in table.columns:  # long cells fold; nothing is cut
-        column.overflow = "fold"
-    for e in entries:
-        table.add_row(
-            e.at.strftime("%Y-%m-%d %H:%M:%S"),
-            e.key_id,
-            e.role,
-            e.action,
-            e.number,
-            "yes" if e.name_given else "no",
-            e.name_check or "",
-            e.verdict or "",
-            e.purpose or "",
-            e.client_ip or "",
-        )
-    console.print(table)
+        for item in page.items:
+            click.echo(json.dumps({**item.as_dict(), "organisation": organisation_of(item.key_id, labels)},
+                                  ensure_ascii=False))  # fmt: skip
+    elif as_csv:
+        click.echo(to_csv(page.items, labels=labels, show_holder=True), nl=False)
+    else:
+        table = Table("时间 (UTC)", "机构（角色） who", "操作 action", "编号 number", "结论 verdict", "name check",
+                      "用途 purpose")  # fmt: skip
+        for column in table.columns:  # long cells fold; nothing is cut
+            column.overflow = "fold"
+        for item in page.items:
+            who = f"{organisation_of(item.key_id, labels)}（{ROLE_ZH.get(item.role, item.role)}）"
+            if isinstance(item, JobGroup):
+                table.add_row(item.last_at.strftime("%Y-%m-%d %H:%M"), who,
+                              f"{ACTION_ZH.get(item.action, item.action)} ×{item.count}", f"作业 job {item.job_id}", "",
+                              "", item.purpose or "")  # fmt: skip
+                continue
+            table.add_row(
+                item.at.strftime("%Y-%m-%d %H:%M"), who, ACTION_ZH.get(item.action, item.action),
+                item.number + (" +姓名" if item.name_given else "") or _detail_text(item.details()),
+                item.verdict or "", item.name_check or "", item.purpose or "",
+            )  # fmt: skip
+        console.print(table)
+    if page.cursor and (not (as_json or as_csv) or sys.stderr.isatty()):  # never mixed into piped JSON/CSV
+        err_console.print(f"下一页 next page: --cursor {page.cursor}")
+
+
+def _detail_text(detail: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in detail.items() if v is not None)
+
+
+def _sub_db(ctx: click.Context, database_url: str | None) -> str | None:
+    """`certq audit verify --db X` and `certq audit --db X verify` both work: a --db typed here wins."""
+    if ctx.get_parameter_source("database_url") == click.core.ParameterSource.COMMANDLINE:
+        return database_url
+    return ctx.obj.get("db") or database_url  # type: ignore[no-any-return]
+
+
+@audit_command.command("verify")
+@click.option("--anchor", help="SEQ:HASH noted earlier (`certq audit head`): also check it is still in the chain.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_db_option
+@click.pass_context
+def audit_verify(ctx: click.Context, anchor: str | None, as_json: bool, database_url: str | None) -> None:
+    """Walk the hash chain; name the first entry changed, removed or inserted. Exit 1 if there is one."""
+    from aggregator.audit import verify
+
+    pinned: tuple[int, str] | None = None
+    if anchor:
+        seq, _, digest = anchor.partition(":")
+        if not seq.isdigit() or len(digest) != 64:
+            raise click.BadParameter("应为 SEQ:HASH (expected SEQ:HASH, as `certq audit head` prints it)")
+        pinned = (int(seq), digest.lower())
+    report = _with_store(_sub_db(ctx, database_url), lambda engine: verify(engine, anchor=pinned))
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), ensure_ascii=False, indent=2))
+    else:
+        console.print(f"已核对 checked {report.checked} 条 entries")
+        console.print(f"链头 head {report.head_seq}:{report.head_hash}", overflow="fold")
+        if report.legacy:
+            lo, hi = report.legacy_ids or (0, 0)
+            console.print(f"链建立之前的 {report.legacy} 条记录（id {lo}–{hi}）没有哈希，不在核对范围内 "
+                          f"({report.legacy} entries from before the chain have no hash and are not covered)")  # fmt: skip
+        if report.problem is None:
+            console.print("[green]审计日志完整 the audit log is intact[/green]")
+        else:
+            err_console.print(f"[red]{report.problem.text}[/red]")
+    if report.problem is not None:
+        sys.exit(1)
+
+
+@audit_command.command("head")
+@_db_option
+@click.pass_context
+def audit_head(ctx: click.Context, database_url: str | None) -> None:
+    """Print the chain's head as SEQ:HASH: keep it somewhere else (a ticket, a report) to check later with
+    `certq audit verify --anchor SEQ:HASH`."""
+    from aggregator.audit.chain import head
+
+    async def read(engine: Any) -> tuple[str, int]:
+        async with engine.connect() as conn:
+            return await head(conn)
+
+    digest, seq = _with_store(_sub_db(ctx, database_url), read)
+    click.echo(f"{seq}:{digest}")

@@ -7,7 +7,8 @@
 Environment (for `certq serve` and worker processes): CERTQ_WEB_TRUSTED_PROXIES (comma-separated CIDRs),
 CERTQ_WEB_IP_PER_MINUTE, CERTQ_WEB_KEY_PER_MINUTE, CERTQ_WEB_BODY_LIMIT, CERTQ_WEB_UPLOAD_LIMIT,
 CERTQ_WEB_DEADLINE_S, CERTQ_WEB_UPLOAD_DIR, CERTQ_WEB_FREEZE_GC, CERTQ_WEB_HEADER_TIMEOUT,
-CERTQ_WEB_MAX_CONNECTIONS_PER_IP, CERTQ_WEB_NAMES_PER_CERTIFICATE, CERTQ_WEB_NAME_SALT.
+CERTQ_WEB_MAX_CONNECTIONS_PER_IP, CERTQ_WEB_NAMES_PER_CERTIFICATE, CERTQ_WEB_NAME_SALT, CERTQ_WEB_JOBS_IN_PROCESS,
+CERTQ_WEB_JOB_CONCURRENCY.
 """
 
 from __future__ import annotations
@@ -52,6 +53,10 @@ class WebConfig(BaseModel):
     # a proxy's connections carry many clients, so cap on the proxy).
     header_timeout: float = Field(10.0, ge=0, le=600)
     max_connections_per_ip: int = Field(64, ge=0)
+    # Jobs (rosters, monitoring, campaigns, webhooks): run them inside this process too? None: yes on the embedded
+    # default (SQLite: there is nobody else to run them), no with PostgreSQL (`certq worker` processes run them).
+    jobs_in_process: bool | None = None
+    job_concurrency: int = Field(2, ge=1, le=64)  # jobs one process runs at once
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -85,6 +90,8 @@ class WebConfig(BaseModel):
             ("CERTQ_WEB_NAME_SALT", "name_salt"),
             ("CERTQ_WEB_HEADER_TIMEOUT", "header_timeout"),
             ("CERTQ_WEB_MAX_CONNECTIONS_PER_IP", "max_connections_per_ip"),
+            ("CERTQ_WEB_JOBS_IN_PROCESS", "jobs_in_process"),
+            ("CERTQ_WEB_JOB_CONCURRENCY", "job_concurrency"),
         ):
             if env.get(name):
                 values[key] = env[name]

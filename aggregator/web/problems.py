@@ -24,8 +24,9 @@ of its whole document (`document`), so the API description says exactly which me
     ├── ImportRejected                              422
     ├── AlreadyUploaded                             409
     ├── UnsupportedMediaType                        415
-    ├── AuditUnavailable                            503
+    ├── RosterRejected                              422
     └── NotReady                                    503
+    (aggregator.audit.AuditUnavailable              503: the audit log cannot be written; fail closed)
 """
 
 from __future__ import annotations
@@ -39,9 +40,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse
 
+from aggregator.audit import AuditUnavailable
 from aggregator.errors import describe, register
 from aggregator.numbers import NumberError
+from aggregator.receipts.keys import SigningKeyMissing
+from aggregator.receipts.pdf import ReceiptFontMissing
 from aggregator.records.report import BatchReport
+from aggregator.rosters.parse import RosterTooLarge
+from aggregator.rosters.store import MemberExists
+from aggregator.rosters.webhook_urls import UnsafeWebhookUrl
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_TYPE_BASE = "/docs#problem-"  # the docs page explains each problem type
@@ -271,8 +278,21 @@ class UnsupportedMediaType(WebError):
         self.accepted = accepted
 
 
-class AuditUnavailable(WebError):
-    """The audit log could not be written, so personal data is not shown (fail closed)."""
+class RosterRejectedProblem(Problem):
+    """A roster file or member list with invalid rows: nothing was created; every problem by line and column."""
+
+    report: dict[str, Any]
+
+
+class RosterRejected(WebError):
+    """A roster was not created (or a member not saved): its rows have problems (line, column, value, reason)."""
+
+    document = RosterRejectedProblem
+
+    def __init__(self, zh: str, en: str, report: dict[str, Any]) -> None:
+        super().__init__(en, extra={"report": report})
+        self.zh = zh
+        self.en = en
 
 
 class NotReady(WebError):
@@ -348,11 +368,17 @@ _register(ImportRejected, 422, 65, "import-rejected", "{exc.zh}", "{exc.en}")
 _register(ClientDisconnect, 400, 64, "client-disconnected", "客户端已断开连接", "the client disconnected before the request was complete")
 _register(AlreadyUploaded, 409, 65, "already-imported", "该文件已导入（批次 {exc.batch_id}），未作任何更改", "this file was already imported for {exc.department} as batch {exc.batch_id}; nothing was added")
 _register(UnsupportedMediaType, 415, 65, "unsupported-media-type", "不支持的请求格式 {exc.got}，可用：{exc.accepted}", "unsupported content type {exc.got}; send {exc.accepted}")
-_register(AuditUnavailable, 503, 75, "audit-unavailable", "审计日志暂不可写，为保护个人信息暂停查询", "the audit log cannot be written, so lookups by key are paused")
+_register(RosterRejected, 422, 65, "roster-rejected", "{exc.zh}", "{exc.en}")
 _register(NotReady, 503, 69, "not-ready", "服务依赖不可用：{exc.failed}", "dependencies not reachable: {exc.failed}")
 
 
 _described(NumberError("编号无效 (not a certificate or ID number)"))
+_described(AuditUnavailable("the audit log cannot be written"))  # aggregator.audit registers its wording
+_described(RosterTooLarge())  # aggregator.rosters registers these two
+_described(MemberExists("E001"))
+_described(UnsafeWebhookUrl("回调地址指向内部地址", "the URL resolves to an internal address"))  # webhooks
+_described(SigningKeyMissing("CERTQ_SIGNING_KEY"))  # receipts (aggregator.receipts) register theirs
+_described(ReceiptFontMissing("/usr/share/fonts"))
 
 
 def problem_body(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str]]:

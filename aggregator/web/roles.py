@@ -29,6 +29,10 @@ VERIFIERS = frozenset({Role.EMPLOYER, Role.REGULATOR, Role.ADMIN})  # batch veri
 AUDITORS = frozenset({Role.REGULATOR, Role.ADMIN})  # the audit log
 UPLOADERS = frozenset({Role.DEPARTMENT, Role.ADMIN})  # uploading records
 UPLOAD_READERS = frozenset({Role.DEPARTMENT, Role.REGULATOR, Role.ADMIN})  # reading upload reports
+# Rosters (issue 11): an employer's workforce is the employer's. Employers keep rosters; an admin key may too, but
+# only as its own organisation (its label), like any employer: no role reads another organisation's rosters, and
+# regulators, departments and the public read none (see web/services/rosters.py).
+ROSTER_KEEPERS = frozenset({Role.EMPLOYER, Role.ADMIN})
 
 
 @dataclass(frozen=True)

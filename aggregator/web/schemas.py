@@ -20,8 +20,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 from pydantic.json_schema import SkipJsonSchema
 
+from aggregator.asof import AsOf
 from aggregator.models import Answer, CertKind, Department, Mode, NameCheck, Verdict
+from aggregator.records.freshness import UploadFreshness
 from aggregator.records.report import BatchSummary
+from aggregator.records.source_health import HealthWindow, Incident
 from aggregator.resilience import CircuitState
 from aggregator.web.problems import ReadinessChecks
 from aggregator.web.roles import Role
@@ -72,6 +75,7 @@ class LookupView(Answer):
         description="Employers only: whether the name (or ID number) given matches the holder; null when there "
         "was nothing to compare",
     )
+    as_of: AsOf | None = Field(None, description="Only with ?as_of=: the date and what each part rests on")
 
 
 # --- batch verification -----------------------------------------------------------------------------------
@@ -215,20 +219,64 @@ class Sources(BaseModel):
     sources: list[SourceHealth]
 
 
-# --- audit, whoami, probes ----------------------------------------------------------------------------------
+# --- the sources' health history (issue 14; records/source_health.py, records/freshness.py) -------------------
+
+SourceState = Literal["up", "degraded", "down", "idle", "off", "manual"]
 
 
-class AuditRecord(BaseModel):
-    """One audited lookup. The name given is never logged, only whether one was given and what became of it."""
+class SourceHistoryView(BaseModel):
+    """One source on the status page: its state now, availability per bar over 24 h (hourly), 30 d and 90 d
+    (daily, China time), incidents of the last 90 days (newest first), and for uploaded records the
+    department's upload freshness."""
 
     model_config = _CLOSED
 
+    id: str
+    name: str
+    department: Department
+    mode: Mode
+    state: SourceState = Field(
+        description="up; degraded (under 95 % answered in the last 15 minutes); down (under the down threshold, or "
+        "the circuit open); idle (no calls in 15 minutes); off (disabled or not configured); manual (a link-out)"
+    )
+    circuit: Circuit | None = Field(description="Live sources (api, html) only")
+    last_call_at: datetime | None = Field(description="End of the newest 5-minute bucket with calls (15 minutes)")
+    windows: list[HealthWindow]
+    incidents: list[Incident]
+    incident_min_minutes: int = Field(description="An incident is down for at least this long (health.toml)")
+    upload: UploadFreshness | None = Field(description="Uploaded records only")
+
+
+
+# --- audit, whoami, probes ----------------------------------------------------------------------------------
+
+
+AuditAction = Literal["lookup", "verification", "upload", "key_create", "key_revoke", "webhook_change", "campaign_run"]
+
+
+class AuditRecord(BaseModel):
+    """One audited lookup or action. The name given is never logged, only whether one was given and what became
+    of it."""
+
+    model_config = _CLOSED
+
+    kind: Literal["entry"] = "entry"
     id: int | None
     at: IsoTime
-    key_id: str = Field(description='The key, or "-" for a public lookup whose name was not checked')
+    key_id: str = Field(description='The key, "-" for a public lookup whose name was not checked, "cli" for certq')
+    organisation: str = Field("", description="Whose key: its label (never its hex id)")
     role: Role
-    action: Literal["lookup", "verification"]
-    number: str
+    role_text: str = Field("", description="The role in words, Chinese first")
+    action: AuditAction
+    action_text: str = Field("", description="The action in words, Chinese first")
+    number: str = Field(description='The number looked up ("" for an action about no number)')
+    holder_id_number: str | None = Field(None, description="Whom the lookup was about (shown to regulators only)")
+    job_id: str | None = Field(None, description="The job that made this lookup (a roster run, a campaign)")
+    detail: str | None = Field(None, description="What an action did, as a JSON object")
+    detail_text: str = Field("", description="The same, as one line to read")
+    seq: int | None = Field(None, description="Position in the hash chain (null: written before the chain)")
+    prev_hash: str | None = None
+    hash: str | None = Field(None, description="sha256 over the previous entry's hash and this entry")
     name_given: bool
     id_number_given: bool
     verdict: Verdict | None
@@ -240,12 +288,33 @@ class AuditRecord(BaseModel):
     )
 
 
-class AuditEntries(BaseModel):
-    """The audit log, newest first."""
+class AuditJob(BaseModel):
+    """The lookups one job made, folded into one line."""
 
     model_config = _CLOSED
 
-    entries: list[AuditRecord]
+    kind: Literal["job"]
+    job_id: str
+    count: int = Field(description="How many of the job's entries match the search")
+    first_at: IsoTime
+    last_at: IsoTime
+    last_id: int
+    key_id: str
+    organisation: str
+    role: Role
+    role_text: str
+    action: AuditAction
+    action_text: str
+    purpose: str | None
+
+
+class AuditEntries(BaseModel):
+    """The audit log, newest first; a job's lookups folded into one line unless `group=0` or a job is asked for."""
+
+    model_config = _CLOSED
+
+    entries: list[AuditRecord | AuditJob]
+    cursor: str | None = Field(None, description="Pass as ?cursor= for the next page; null on the last")
 
 
 class WhoAmI(BaseModel):

@@ -1,4 +1,5 @@
-"""The web layer's tables: API keys and the audit log (SQLAlchemy Core, created by migration 0002).
+"""The web layer's tables: API keys, name checks, deployment secrets (SQLAlchemy Core, migrations 0002/0003).
+The audit log is `aggregator.records.schema.audit_log` (written by `aggregator.audit`).
 
 They live in the records database (SQLite by default, PostgreSQL with CERTQ_DATABASE_URL) so that every
 gateway instance sees the same keys and writes to one log.
@@ -10,7 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, Boolean, Column, DateTime, Index, Integer, MetaData, String, Table
+from sqlalchemy import Column, DateTime, Index, MetaData, String, Table
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 metadata = MetaData()
@@ -25,25 +26,6 @@ api_keys = Table(
     Column("label", String(200), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True), nullable=True),
-)
-
-audit_log = Table(
-    "audit_log",
-    metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
-    Column("at", DateTime(timezone=True), nullable=False),
-    Column("key_id", String(32), nullable=False),
-    Column("role", String(16), nullable=False),
-    Column("purpose", String(500), nullable=True),
-    Column("action", String(32), nullable=False),  # lookup | verification
-    Column("number", String(64), nullable=False),  # the number as normalised (or as typed when invalid)
-    Column("name_given", Boolean, nullable=False),
-    Column("id_number_given", Boolean, nullable=False),
-    Column("verdict", String(32), nullable=True),  # None when the lookup failed before a verdict
-    Column("client_ip", String(64), nullable=True),
-    Column("name_check", String(16), nullable=True),  # what happened to the name given (migration 0003)
-    Index("ix_audit_log_at", "at"),
-    Index("ix_audit_log_key_id_at", "key_id", "at"),
 )
 
 # Distinct names tried per caller, certificate and day (salted digests only): the name-check budget.

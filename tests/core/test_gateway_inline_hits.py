@@ -96,11 +96,33 @@ async def test_an_answer_from_fresh_cache_entries_equals_the_answer_made_the_old
         assert any(s.outcome == Outcome.MANUAL for s in inline.sources)  # link-outs are inline too
         assert gw.cache.stats()["hits"] == hits_before + len(asked)  # counted as fetch counts them
 
+        kept = await gw.lookup(NUMBER, name="张小三")  # the same near-tier results: the merged answer is reused
+        assert kept is not inline and kept.answered_at >= inline.answered_at
+        assert kept.certificates is inline.certificates and kept.sources is inline.sources  # not built again
+        assert gw.cache.stats()["hits"] == hits_before + 2 * len(asked)  # each source still counted as a hit
+
         the_old_way(gw)
         old = await gw.lookup(NUMBER, name="张小三")
-        assert without_timing(inline) == without_timing(old)
+        assert without_timing(inline) == without_timing(old) == without_timing(kept)
         assert [s.source for s in inline.sources] == [c.id for c in settings.sources]
         assert runner.calls.count("mem_api") == 1  # only the first lookup asked the live source
+    finally:
+        await gw.close()
+
+
+async def test_a_kept_answer_is_not_reused_once_a_source_answers_differently(settings, mem_store) -> None:
+    gw = gateway(settings, mem_store, StubRunner())
+    try:
+        await gw.lookup(NUMBER)
+        before = await gw.lookup(NUMBER)  # built from near-tier results and kept
+        assert {s.source: s.outcome for s in before.sources}["mem_api"] == Outcome.NOT_FOUND
+        api, query = source(settings, "mem_api"), gw_query(NUMBER)
+        found = SourceResult(source="mem_api", department=api.department, mode=api.mode, outcome=Outcome.FOUND)
+        await gw.cache._backend.set(gw.cache.key(api, query), make_envelope(api, found, time.time(), 900).encode(), 900)
+        after = await gw.lookup(NUMBER)  # a new version of mem_api's answer: merged again
+        assert {s.source: s.outcome for s in after.sources}["mem_api"] == Outcome.FOUND
+        assert {s.source: s.from_cache for s in after.sources}["mem_api"]
+        assert without_timing(await gw.lookup(NUMBER)) == without_timing(after)
     finally:
         await gw.close()
 

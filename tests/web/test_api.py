@@ -192,9 +192,13 @@ MATRIX: dict[str, tuple[int, ...]] = {
     "GET  /api/v1/uploads":               (401, 403, 200, 200, 200, 200, 401, 401),
     "GET  /api/v1/uploads/{batch_id}":    (401, 403, 200, 200, 403, 200, 401, 401),  # mem's batch
     "GET  /api/v1/sources":               (200, 200, 200, 200, 200, 200, 401, 401),
+    "GET  /api/v1/sources/{source_id}/history": (200, 200, 200, 200, 200, 200, 401, 401),
     "GET  /api/v1/recognition":           (200, 200, 200, 200, 200, 200, 401, 401),
     "GET  /api/v1/audit":                 (401, 403, 200, 403, 403, 200, 401, 401),
     "GET  /api/v1/whoami":                (200, 200, 200, 200, 200, 200, 401, 401),
+    # signed receipts (issue 12): anyone may have one issued of what they may see; whoever holds its id may read it
+    "POST /api/v1/receipts":              (201, 201, 201, 201, 201, 201, 401, 401),
+    "GET  /api/v1/receipts/{receipt_id}": (200, 200, 200, 200, 200, 200, 401, 401),
     "GET  /openapi.json":                 (200, 200, 200, 200, 200, 200, 401, 401),
     "GET  /docs":                         (200, 200, 200, 200, 200, 200, 401, 401),
     # probes answer whatever Authorization header comes with them (a load balancer's stray header included)
@@ -208,14 +212,134 @@ MATRIX: dict[str, tuple[int, ...]] = {
     "GET  /employer":                     (401, 200, 200, 403, 403, 200, 401, 401),
     "GET  /regulator":                    (401, 403, 200, 403, 403, 200, 401, 401),
     "GET  /department":                   (401, 403, 403, 200, 200, 200, 401, 401),
+    # the holder's view (issue 12): the holder proves who they are with the details, whatever key comes along
+    "POST /api/v1/holder/lookups":        (200, 200, 200, 200, 200, 200, 401, 401),
+    "GET  /holder":                       (200, 200, 200, 200, 200, 200, 401, 401),
+    # rosters (issue 11): employers' (and admins', each as its own organisation); the roster and job here are the
+    # employer's, so the admin (another organisation) gets 404 as if they did not exist
+    "POST /api/v1/rosters":                          (401, 201, 403, 403, 403, 201, 401, 401),
+    "GET  /api/v1/rosters":                          (401, 200, 403, 403, 403, 200, 401, 401),
+    "GET  /api/v1/rosters/{roster_id}":              (401, 200, 403, 403, 403, 404, 401, 401),
+    "GET  /api/v1/rosters/{roster_id}/members":      (401, 200, 403, 403, 403, 404, 401, 401),
+    "POST /api/v1/rosters/{roster_id}/members":      (401, 201, 403, 403, 403, 404, 401, 401),
+    "PATCH /api/v1/rosters/{roster_id}/members/{ref}": (401, 200, 403, 403, 403, 404, 401, 401),
+    "DELETE /api/v1/rosters/{roster_id}/members/{ref}": (401, 200, 403, 403, 403, 404, 401, 401),
+    "PUT  /api/v1/rosters/{roster_id}/monitoring":   (401, 200, 403, 403, 403, 404, 401, 401),
+    "POST /api/v1/rosters/{roster_id}/verify":       (401, 202, 403, 403, 403, 404, 401, 401),
+    "GET  /api/v1/rosters/{roster_id}/results":      (401, 200, 403, 403, 403, 404, 401, 401),
+    "GET  /api/v1/rosters/{roster_id}/events":       (401, 200, 403, 403, 403, 404, 401, 401),
+    "GET  /api/v1/jobs/{job_id}":                    (401, 200, 403, 403, 403, 404, 401, 401),
+    "POST /api/v1/jobs/{job_id}/cancel":             (401, 200, 403, 403, 403, 404, 401, 401),
+    # webhooks (issue 11): like rosters; the endpoint here is the employer's (the admin is another organisation),
+    # and the delivery replayed does not exist
+    "POST /api/v1/webhooks":                              (401, 201, 403, 403, 403, 201, 401, 401),
+    "GET  /api/v1/webhooks":                              (401, 200, 403, 403, 403, 200, 401, 401),
+    "GET  /api/v1/webhooks/{webhook_id}":                 (401, 200, 403, 403, 403, 404, 401, 401),
+    "PATCH /api/v1/webhooks/{webhook_id}":                (401, 200, 403, 403, 403, 404, 401, 401),
+    "DELETE /api/v1/webhooks/{webhook_id}":               (401, 200, 403, 403, 403, 404, 401, 401),
+    "POST /api/v1/webhooks/{webhook_id}/rotate-secret":   (401, 200, 403, 403, 403, 404, 401, 401),
+    "GET  /api/v1/webhooks/{webhook_id}/deliveries":      (401, 200, 403, 403, 403, 404, 401, 401),
+    "POST /api/v1/webhooks/deliveries/{delivery_id}/replay": (401, 404, 403, 403, 403, 404, 401, 401),
+    # spot-check campaigns (issue 14): regulators' and admins' only; nobody else learns that one exists
+    "POST /api/v1/campaigns":                             (401, 403, 201, 403, 403, 201, 401, 401),
+    "GET  /api/v1/campaigns":                             (401, 403, 200, 403, 403, 200, 401, 401),
+    "GET  /api/v1/campaigns/{campaign_id}":               (401, 403, 200, 403, 403, 200, 401, 401),
+    "POST /api/v1/campaigns/{campaign_id}/runs":          (401, 403, 202, 403, 403, 202, 401, 401),
+    "GET  /api/v1/campaigns/{campaign_id}/report":        (401, 403, 200, 403, 403, 200, 401, 401),
+    "GET  /api/v1/campaigns/{campaign_id}/export":        (401, 403, 200, 403, 403, 200, 401, 401),
+    "GET  /regulator/campaigns":                          (401, 403, 200, 403, 403, 200, 401, 401),
 }  # fmt: skip
+
+
+def _employer_roster(c: TestClient, env: WebEnv) -> str:
+    r = c.post("/api/v1/rosters", headers=env.auth("employer"),
+               json={"name": "matrix", "members": [{"number": MEM_NUMBER, "name": "张小三", "ref": "E1"}]})
+    return str(r.json()["roster"]["id"])
+
+
+def _on_roster(method: str, suffix: str, **kw: Any) -> Callable[..., Any]:
+    def call(c: TestClient, h: dict[str, str], env: WebEnv, who: str) -> Any:
+        return c.request(method, f"/api/v1/rosters/{_employer_roster(c, env)}{suffix}", headers=h, **kw)
+
+    return call
+
+
+def _on_job(suffix: str, method: str = "GET") -> Callable[..., Any]:
+    def call(c: TestClient, h: dict[str, str], env: WebEnv, who: str) -> Any:
+        job = c.post(f"/api/v1/rosters/{_employer_roster(c, env)}/verify", headers=env.auth("employer")).json()
+        return c.request(method, f"/api/v1/jobs/{job['id']}{suffix}", headers=h)
+
+    return call
+
+
+WEBHOOK = {"url": "https://93.184.215.14/certq-hook"}  # a public address: no DNS needed
+
+
+def _on_webhook(method: str, suffix: str, **kw: Any) -> Callable[..., Any]:
+    def call(c: TestClient, h: dict[str, str], env: WebEnv, who: str) -> Any:
+        have = c.get("/api/v1/webhooks", headers=env.auth("employer")).json()["webhooks"]  # (at most 20 each)
+        webhook = have[0] if have else c.post("/api/v1/webhooks", headers=env.auth("employer"), json=WEBHOOK).json()
+        return c.request(method, f"/api/v1/webhooks/{webhook['id']}{suffix}", headers=h, **kw)
+
+    return call
+
+
+CAMPAIGN = {"name": "matrix", "filters": {"departments": ["mem"]}, "design": {"n": 1, "seed": 1}}
+
+
+def _on_campaign(method: str, suffix: str) -> Callable[..., Any]:
+    def call(c: TestClient, h: dict[str, str], env: WebEnv, who: str) -> Any:
+        made = c.post("/api/v1/campaigns", headers=env.auth("regulator"), json=CAMPAIGN).json()
+        return c.request(method, f"/api/v1/campaigns/{made['id']}{suffix}", headers=h)
+
+    return call
+
+
 # How each endpoint is called (the rest are plain GETs of their path).
 REQUESTS: dict[str, Callable[..., Any]] = {
+    "POST /api/v1/webhooks": lambda c, h, env, who: c.post("/api/v1/webhooks", headers=h, json=WEBHOOK),
+    "GET  /api/v1/webhooks/{webhook_id}": _on_webhook("GET", ""),
+    "PATCH /api/v1/webhooks/{webhook_id}": _on_webhook("PATCH", "", json={"description": "HR"}),
+    "DELETE /api/v1/webhooks/{webhook_id}": _on_webhook("DELETE", ""),
+    "POST /api/v1/webhooks/{webhook_id}/rotate-secret": _on_webhook("POST", "/rotate-secret"),
+    "GET  /api/v1/webhooks/{webhook_id}/deliveries": _on_webhook("GET", "/deliveries"),
+    "POST /api/v1/webhooks/deliveries/{delivery_id}/replay": lambda c, h, env, who: c.post(
+        "/api/v1/webhooks/deliveries/999999/replay", headers=h
+    ),
+    "POST /api/v1/campaigns": lambda c, h, env, who: c.post("/api/v1/campaigns", headers=h, json=CAMPAIGN),
+    "GET  /api/v1/campaigns/{campaign_id}": _on_campaign("GET", ""),
+    "POST /api/v1/campaigns/{campaign_id}/runs": _on_campaign("POST", "/runs"),
+    "GET  /api/v1/campaigns/{campaign_id}/report": _on_campaign("GET", "/report"),
+    "GET  /api/v1/campaigns/{campaign_id}/export": _on_campaign("GET", "/export"),
+    "POST /api/v1/rosters": lambda c, h, env, who: c.post(
+        "/api/v1/rosters", headers=h, json={"name": "m", "members": [{"number": MEM_NUMBER, "name": "张小三"}]}
+    ),
+    "GET  /api/v1/rosters/{roster_id}": _on_roster("GET", ""),
+    "GET  /api/v1/rosters/{roster_id}/members": _on_roster("GET", "/members"),
+    "POST /api/v1/rosters/{roster_id}/members": _on_roster(
+        "POST", "/members", json={"number": MOHURD_NUMBER, "name": "李四", "ref": "E2"}
+    ),
+    "PATCH /api/v1/rosters/{roster_id}/members/{ref}": _on_roster("PATCH", "/members/E1", json={"team": "二班"}),
+    "DELETE /api/v1/rosters/{roster_id}/members/{ref}": _on_roster("DELETE", "/members/E1"),
+    "PUT  /api/v1/rosters/{roster_id}/monitoring": _on_roster("PUT", "/monitoring", json={"enabled": True, "every_h": 12}),
+    "POST /api/v1/rosters/{roster_id}/verify": _on_roster("POST", "/verify"),
+    "GET  /api/v1/rosters/{roster_id}/results": _on_roster("GET", "/results"),
+    "GET  /api/v1/rosters/{roster_id}/events": _on_roster("GET", "/events"),
+    "GET  /api/v1/jobs/{job_id}": _on_job(""),
+    "POST /api/v1/jobs/{job_id}/cancel": _on_job("/cancel", "POST"),
     "GET  /api/v1/certificates/{number}": _get(f"/api/v1/certificates/{MEM_NUMBER}"),
     "POST /api/v1/verifications": _verify,
     "POST /api/v1/uploads": _upload,
     "GET  /api/v1/uploads/{batch_id}": _get("/api/v1/uploads/{mem_batch}"),
+    "GET  /api/v1/sources/{source_id}/history": _get("/api/v1/sources/mem_records/history"),
     "GET  /lookup": _get(f"/lookup?number={MEM_NUMBER}&purpose={quote(PURPOSE)}"),
+    "POST /api/v1/receipts": lambda c, h, env, who: c.post("/api/v1/receipts", headers=h, json={"number": MEM_NUMBER}),
+    "GET  /api/v1/receipts/{receipt_id}": lambda c, h, env, who: c.get(
+        "/api/v1/receipts/" + c.post("/api/v1/receipts", json={"number": MEM_NUMBER}).json()["id"], headers=h
+    ),
+    "POST /api/v1/holder/lookups": lambda c, h, env, who: c.post(
+        "/api/v1/holder/lookups", headers=h, json={"number": MEM_NUMBER, "name": "张小三", "id_number": MEM_NUMBER[1:]}
+    ),
 }
 assert all(len(row) == len(WHO) for row in MATRIX.values())
 CASES = [
@@ -257,8 +381,8 @@ def test_allowed_and_denied(matrix_client: TestClient, matrix_env: WebEnv, endpo
         body = assert_problem(r, 401)
         assert r.headers["www-authenticate"].startswith("Bearer")
         assert body["title"] == ("authentication-required" if who == "public" else "invalid-key")
-    elif expected == 403 and r.headers["content-type"].startswith(PROBLEM_JSON):
-        assert_problem(r, 403)
+    elif expected in (403, 404) and r.headers["content-type"].startswith(PROBLEM_JSON):
+        assert_problem(r, expected)  # 404: another organisation's roster or job, as if it did not exist
     elif expected >= 400:  # a page: the sign-in form instead of the page, as HTML
         assert r.headers["content-type"].startswith("text/html") and 'name="key"' in r.text
 

@@ -8,9 +8,8 @@ import asyncio
 import pytest
 import sqlalchemy as sa
 
+from aggregator.audit import AuditEntry, AuditLog, AuditUnavailable
 from aggregator.records import RecordStore  # the `store` fixture (tests/records_support.py): SQLite and PostgreSQL
-from aggregator.web.audit import AuditEntry, AuditLog
-from aggregator.web.problems import AuditUnavailable
 from aggregator.web.roles import Principal, Role
 
 

@@ -17,9 +17,11 @@ from starlette.routing import BaseRoute
 def page_routes() -> list[BaseRoute]:
     """The pages' routes; the app mounts them beside the API and serves the static files at /static."""
     from aggregator.web.pages import (
+        campaigns,
         department,
         docs,
         employer,
+        holder,
         lookup,
         notfound,
         recognition,
@@ -32,10 +34,12 @@ def page_routes() -> list[BaseRoute]:
         *lookup.routes,
         *employer.routes,
         *regulator.routes,
+        *campaigns.routes,
         *department.routes,
         *sources.routes,
         *docs.routes,
         *recognition.routes,
+        *holder.routes,
         *session.routes,
         *notfound.routes,  # last: an unknown page, for a browser (Accept: text/html)
     ]

@@ -20,7 +20,7 @@ from starlette.routing import Route
 from aggregator.errors import describe
 from aggregator.models import DEPARTMENT_NAMES, Department
 from aggregator.records import fields as upload_fields
-from aggregator.records.report import BatchStatus, InvalidQuarter, parse_quarter
+from aggregator.records.report import BatchStatus, InvalidQuarter, parse_quarter, require_started
 from aggregator.web.access import receive_form, services
 from aggregator.web.pages.render import (
     CSRF_FIELD,
@@ -137,7 +137,7 @@ async def department_page(request: Request) -> Response:
         if (typed := (q.get("quarter") or "").strip()[:40]):
             ctx["form"] = {"quarter": typed, "department": (q.get("department") or "").strip()[:20]}
             try:
-                quarter = parse_quarter(typed)
+                quarter = require_started(parse_quarter(typed))
                 department = svc.uploads.target_department(principal, parse_department(ctx["form"]["department"] or None))
             except (InvalidQuarter, WebError) as e:
                 ctx["errors"] = {"quarter": describe(e).text}

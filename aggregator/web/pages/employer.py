@@ -27,7 +27,7 @@ from aggregator.web.batch import (
     parse_workbook_pairs,
     rows_to_csv,
 )
-from aggregator.web.pages import exports, view
+from aggregator.web.pages import exports, rosters, view
 from aggregator.web.pages.render import (
     CSRF_FIELD,
     csrf_failed,
@@ -37,7 +37,7 @@ from aggregator.web.pages.render import (
 )
 from aggregator.web.pages.session import signed_in
 from aggregator.web.problems import WebError
-from aggregator.web.roles import Role
+from aggregator.web.roles import Principal, Role
 
 PATH = "/employer"
 
@@ -100,20 +100,30 @@ def _download(body: str | bytes, media_type: str, ext: str) -> Response:
     )
 
 
+def _base_context(request: Request, principal: Principal) -> dict[str, Any]:
+    return {
+        "need_login": False,
+        "batch_max": services(request).config.batch_max,
+        "rows": None,
+        "needs_purpose": principal.role == Role.REGULATOR,
+    }
+
+
+async def render_employer(request: Request, principal: Principal, extra: dict[str, Any], *, status: int = 200) -> Response:
+    """The employer page with its rosters section (`pages.rosters`) and `extra`."""
+    ctx = {**_base_context(request, principal), **await rosters.context(request, principal), **extra}
+    return render(request, "employer.html", ctx, status=status, principal=principal)
+
+
 @html_errors
 async def employer_page(request: Request) -> Response:
     principal, login_page = await signed_in(request, PATH)
     if login_page is not None:
         return login_page
     svc = services(request)
-    ctx: dict[str, Any] = {
-        "need_login": False,
-        "batch_max": svc.config.batch_max,
-        "rows": None,
-        "needs_purpose": principal.role == Role.REGULATOR,
-    }
+    ctx = _base_context(request, principal)
     if request.method == "GET":
-        return render(request, "employer.html", ctx, principal=principal)
+        return await render_employer(request, principal, {})
 
     form = await receive_form(request, file_limit=svc.config.body_limit)
     try:
@@ -151,7 +161,7 @@ async def employer_page(request: Request) -> Response:
         return _download(xlsx, XLSX_TYPE, "xlsx")
     rows = [_result_row(r) for r in results]
     ctx.update(rows=rows, summary=_summary(rows), csv_text=csv_text, xlsx_b64=base64.b64encode(xlsx).decode())
-    return render(request, "employer.html", ctx, principal=principal)
+    return await render_employer(request, principal, ctx)
 
 
 async def employer_template(request: Request) -> Response:
@@ -166,4 +176,5 @@ async def employer_template(request: Request) -> Response:
 routes = [
     Route(PATH, employer_page, methods=["GET", "POST"], name="page_employer"),
     Route("/employer/template.csv", employer_template, methods=["GET"], name="page_employer_template"),
+    *rosters.routes,
 ]

@@ -1,20 +1,19 @@
 """The employer's results as files a person opens as they are: CSV (UTF-8 with BOM) and XLSX, with Chinese
 headers and words (有效, 姓名不符, 住建部 …) by default. A row holds one checked pair; its certificates are
 listed one per line inside the cells, so that each certificate's department, name, number, status and
-valid-until sit on the same line across the columns. Every cell is neutralised against formula injection
-(`batch.neutralise`), and XLSX cells are written as strings, never as formulas.
+valid-until sit on the same line across the columns. The files themselves are written by `aggregator.sheets`
+(shared with the roster exports): every cell neutralised against formula injection, XLSX cells as strings.
 
 Programs keep the API's CSV (`batch.rows_to_csv`: English column names and codes); the page offers it too.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aggregator.web.batch import RowResult, neutralise
+from aggregator import sheets
+from aggregator.web.batch import RowResult
 from aggregator.web.pages import view
 
 COLUMNS = (
@@ -70,41 +69,19 @@ def cells(r: RowResult, names: Mapping[str, str]) -> list[str]:
         r.pair.name or "",
         verdict,
         _name_check(r),
-        *("\n".join(lines[k]) for k in ("department", "kind", "number", "status", "valid_until")),
+        *(sheets.lines(lines[k]) for k in ("department", "kind", "number", "status", "valid_until")),
         complete,
         note,
     ]
 
 
 def to_csv(rows: Sequence[RowResult], names: Mapping[str, str]) -> str:
-    buf = io.StringIO()
-    buf.write("\ufeff")
-    writer = csv.writer(buf, lineterminator="\r\n")
-    writer.writerow(COLUMNS)
-    for r in rows:
-        writer.writerow([neutralise(c) for c in cells(r, names)])
-    return buf.getvalue()
+    return sheets.csv_text(COLUMNS, (cells(r, names) for r in rows))
 
 
 def to_xlsx(rows: Sequence[RowResult], names: Mapping[str, str]) -> bytes:
     """The results as an XLSX workbook (XlsxWriter, in memory; every cell a string, never a formula)."""
-    import xlsxwriter
-
-    buf = io.BytesIO()
-    book = xlsxwriter.Workbook(buf, {"in_memory": True, "strings_to_formulas": False, "strings_to_urls": False})
-    sheet = book.add_worksheet("核验结果")
-    head = book.add_format({"bold": True, "bg_color": "#EAEEF2", "valign": "top", "text_wrap": True})
-    body = book.add_format({"valign": "top", "text_wrap": True})
-    for col, (title, width) in enumerate(zip(COLUMNS, WIDTHS, strict=True)):
-        sheet.write_string(0, col, title, head)
-        sheet.set_column(col, col, width)
-    for i, r in enumerate(rows, start=1):
-        for col, value in enumerate(cells(r, names)):
-            sheet.write_string(i, col, neutralise(value), body)
-    sheet.freeze_panes(1, 0)
-    sheet.autofilter(0, 0, len(rows), len(COLUMNS) - 1)
-    book.close()
-    return buf.getvalue()
+    return sheets.xlsx_bytes(COLUMNS, (cells(r, names) for r in rows), widths=WIDTHS, sheet="核验结果")
 
 
 def typo_hints(r: RowResult) -> list[str]:

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from aggregator.asof import FutureDate, InvalidDate
 from aggregator.errors import describe
 from aggregator.numbers import NumberError
 from aggregator.web.access import client_address, services
@@ -37,20 +38,33 @@ async def lookup_page(request: Request) -> Response:
     """GET /lookup?number=&name=: the result card, as the caller's role may see it (the public by default)."""
     principal, _ = await page_principal(request)
     q = request.query_params
-    form = {k: (q.get(k) or "").strip()[:MAX_FORM_FIELD] for k in ("number", "name", "purpose")}
+    form = {k: (q.get(k) or "").strip()[:MAX_FORM_FIELD] for k in ("number", "name", "purpose", "as_of")}
     ctx: dict[str, Any] = {"form": form, "answer": None, "needs_purpose": principal.role == Role.REGULATOR}
     if not form["number"]:
         ctx["errors"] = {"number": NO_NUMBER}
         return render(request, "index.html", ctx, status=422, principal=principal)
     svc = services(request)
     try:
-        _, shown = await svc.lookup_for(
-            principal,
-            form["number"],
-            name=form["name"] or None,
-            purpose=form["purpose"] or None,
-            client_ip=client_address(request),
-        )
+        if form["as_of"]:  # the answer as certq knew it on that day
+            _, shown = await svc.past.lookup_for(
+                principal,
+                form["number"],
+                on=form["as_of"],
+                name=form["name"] or None,
+                purpose=form["purpose"] or None,
+                client_ip=client_address(request),
+            )
+        else:
+            _, shown = await svc.lookup_for(
+                principal,
+                form["number"],
+                name=form["name"] or None,
+                purpose=form["purpose"] or None,
+                client_ip=client_address(request),
+            )
+    except (InvalidDate, FutureDate) as e:
+        ctx["errors"] = {"as_of": describe(e).text}
+        return render(request, "index.html", ctx, status=422, principal=principal)
     except NumberError as e:
         ctx["errors"] = {"number": describe(e).text}
         return render(request, "index.html", ctx, status=422, principal=principal)

@@ -45,6 +45,7 @@ class SignedInPage:
 SIGNED_IN_PAGES: dict[str, SignedInPage] = {
     "/employer": SignedInPage(VERIFIERS, "employer.html"),
     "/regulator": SignedInPage(AUDITORS, "regulator.html"),
+    "/regulator/campaigns": SignedInPage(AUDITORS, "campaigns.html"),  # spot-check campaigns (issue 14)
     "/department": SignedInPage(UPLOADERS, "department.html"),
 }
 

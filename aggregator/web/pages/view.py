@@ -28,8 +28,10 @@ from aggregator.models import (
     DEPARTMENT_SHORT_NAMES,
     DETAIL_FIELDS,
     LIVE_MODES,
+    STATUS_LABELS,
     VERDICT_LABELS,
     CertKind,
+    CertStatus,
     Department,
     ErrorKind,
     Verdict,
@@ -61,13 +63,14 @@ _VERDICT_LOOKS: dict[Verdict, tuple[str, str]] = {
 _VERDICTS: dict[str, Badge] = {
     v.value: Badge(*_VERDICT_LOOKS[v], zh, en) for v, (zh, en) in VERDICT_LABELS.items()
 }
-_STATUSES: dict[str, Badge] = {
-    "valid": Badge("ok", "✓", "有效", "valid"),
-    "expired": Badge("warn", "!", "已过期", "expired"),
-    "suspended": Badge("bad", "✕", "暂扣", "suspended"),
-    "revoked": Badge("bad", "✕", "吊销/撤销/注销", "revoked"),
-    "unknown": Badge("unsure", "?", "状态不明", "unknown"),
+_STATUS_LOOKS: dict[CertStatus, tuple[str, str]] = {
+    CertStatus.VALID: ("ok", "✓"),
+    CertStatus.EXPIRED: ("warn", "!"),
+    CertStatus.SUSPENDED: ("bad", "✕"),
+    CertStatus.REVOKED: ("bad", "✕"),
+    CertStatus.UNKNOWN: ("unsure", "?"),
 }
+_STATUSES: dict[str, Badge] = {s.value: Badge(*_STATUS_LOOKS[s], zh, en) for s, (zh, en) in STATUS_LABELS.items()}
 _OUTCOMES: dict[str, Badge] = {
     "found": Badge("ok", "●", "查到", "found"),
     "not_found": Badge("none", "○", "未查到", "not found"),

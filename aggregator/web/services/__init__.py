@@ -6,8 +6,9 @@
     rows = await svc.verify_for(principal, pairs, purpose=..., client_ip=ip, rate_state=state)
     report = await svc.uploads.import_file(principal, saved_file, department=dept, quarter="2026Q1", partial=False)
     health = await svc.sources.health()
+    state = await svc.receipts.issue(principal, number, name=..., base_url=url)   # signed receipts
     checks = await svc.probes.readiness()
-    entries = await svc.audit.read(limit=50)             # the audit log (web/audit.py)
+    entries = await svc.audit.read(limit=50)             # the audit log (aggregator/audit)
     principal = await svc.keys.authenticate(secret)      # API keys (web/keys.py)
 
 One concern per module: `lookups` (lookups and batches as a role may make them: purpose, name budget, rate
@@ -23,21 +24,28 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from aggregator.web.audit import AuditLog
+from aggregator.audit import AuditLog
 from aggregator.web.config import WebConfig
+from aggregator.web.holders import HolderService
 from aggregator.web.keys import KeyStore
 from aggregator.web.metrics import Metrics
 from aggregator.web.namebudget import NameBudget, create_name_budget
 from aggregator.web.ratelimit import WindowLimiter, create_limiter
+from aggregator.web.services.audit import AuditService
 from aggregator.web.services.lookups import Lookups, audit_name_check, require_purpose
+from aggregator.web.services.past import PastLookups
 from aggregator.web.services.probes import Probes
+from aggregator.web.services.receipts import ReceiptService
+from aggregator.web.services.rosters import RosterService
 from aggregator.web.services.sources import SourceService
 from aggregator.web.services.uploads import UploadService
+from aggregator.web.services.webhooks import WebhookService
 
 if TYPE_CHECKING:
     from aggregator.gateway import Gateway
+    from aggregator.web.services.work import Work
 
-__all__ = ["Lookups", "Probes", "Services", "SourceService", "UploadService", "audit_name_check", "require_purpose"]
+__all__ = ["Lookups", "Probes", "ReceiptService", "Services", "SourceService", "UploadService", "audit_name_check", "require_purpose"]
 
 
 class Services(Lookups):
@@ -54,12 +62,23 @@ class Services(Lookups):
         metrics: Metrics,
         config: WebConfig,
         names: NameBudget | None = None,
+        holders: HolderService | None = None,
     ) -> None:
         super().__init__(gateway, audit=audit, limiter=limiter, metrics=metrics, config=config, names=names)
         self.keys = keys
-        self.uploads = UploadService(gateway)
+        self.holders = holders  # the holder's view (None: not offered)
+        self.public_lookups = holders.public if holders is not None else None
+        self.past = PastLookups(self)  # lookups as of a past date
+        self.audit_search = AuditService(audit, keys)  # searching the audit log as a role may (issue 14)
+        self.uploads = UploadService(gateway, audit)
         self.sources = SourceService(gateway, self.record_stats)
         self.probes = Probes(gateway, metrics, lambda: self.limiter)
+        self.rosters = RosterService(self)  # employers' rosters (issue 11; runs start through self.work)
+        self.webhooks = WebhookService(gateway.store.engine, audit)  # endpoints, log, replays (issue 11)
+        # receipts: the signing key is loaded here, at start-up (see services/receipts.py)
+        self.receipts = ReceiptService.on(self, gateway.store.engine)
+        self.after_lookup = self.receipts.supersede
+        self.work: Work | None = None  # long-running work (services/work.py), set by the app or the worker
 
     @classmethod
     def on(cls, gateway: Gateway, *, config: WebConfig, metrics: Metrics) -> Services:
@@ -79,4 +98,5 @@ class Services(Lookups):
                 per_certificate=config.names_per_certificate,
                 salt=config.name_salt.get_secret_value() if config.name_salt else None,
             ),
+            holders=HolderService(engine, redis),
         )

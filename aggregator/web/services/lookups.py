@@ -13,15 +13,16 @@ one unit of the key's rate limit per pair.
 from __future__ import annotations
 
 import logging
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from aggregator.audit import AuditEntry, AuditLog
 from aggregator.models import Answer, Mode, NameCheck
 from aggregator.numbers import parse_number
 from aggregator.resilience import SourceStats
-from aggregator.web.audit import AuditEntry, AuditLog
 from aggregator.web.batch import Pair, RowResult, verify_all
 from aggregator.web.config import WebConfig
+from aggregator.web.holders.view import PublicLookupCounts
 from aggregator.web.masking import mask_answer, overall_name_match
 from aggregator.web.metrics import Metrics
 from aggregator.web.namebudget import (
@@ -68,11 +69,27 @@ def audit_name_check(answer: Answer) -> str | None:
     return "unknown" if match is None else ("match" if match else "mismatch")
 
 
+def audit_holder(answer: Answer, id_number: str | None = None) -> str | None:
+    """Whom a lookup was about, for the audit log (so a regulator can ask who looked a holder up): the ID
+    number given or looked up, else the holder's of the certificate(s) found, when they are one person."""
+    if id_number and id_number.strip():
+        try:
+            return parse_number(id_number).number[:18]
+        except ValueError:
+            return None
+    if {f.format for f in answer.query.formats} & {"id18", "id15"}:
+        return answer.query.number[:18]
+    holders = {c.holder_id_number for c in answer.certificates if c.matched_by == "number" and c.holder_id_number}
+    return holders.pop()[:18] if len(holders) == 1 else None
+
+
 class Lookups:
     """Lookups and batches as a caller may make them (the base of `Services`, which adds the other services).
 
     `limiter` and `names` are read at every call, so that whoever replaces them (a test's frozen clock) replaces
     them for the Gate and the batches alike."""
+
+    public_lookups: PublicLookupCounts | None = None  # anonymous lookups per number and day (the holder's view)
 
     def __init__(
         self,
@@ -91,6 +108,8 @@ class Lookups:
         self.config = config
         self.names = names  # the name-check budget (None: every name is checked)
         self.record_stats: dict[str, SourceStats] = {}  # records sources, as lookups saw them
+        # Called with every answer (the receipts service supersedes receipts the answer makes out of date).
+        self.after_lookup: Callable[[Answer], Awaitable[None]] | None = None
 
     async def admit_names(
         self, principal: Principal, client_ip: str | None, pairs: Sequence[tuple[str, str]]
@@ -160,6 +179,10 @@ class Lookups:
         if name is not None:
             answer = checked(answer) if refused is None else not_checked(answer, refused)
         self.observe(answer)
+        if self.after_lookup is not None:
+            await self.after_lookup(answer)
+        if principal.key_id is None and self.public_lookups is not None:  # what a holder sees of the public
+            self.public_lookups.count(answer.query.number)
         entry = AuditEntry.now(
             principal,
             action="lookup",
@@ -170,6 +193,7 @@ class Lookups:
             purpose=purpose,
             client_ip=client_ip,
             name_check=audit_name_check(answer),
+            holder_id_number=audit_holder(answer, id_number),
         )
         if principal.key_id is not None:
             await self.audit.write([entry])
@@ -195,21 +219,40 @@ class Lookups:
         admitted by the name-check budget or looked up without it."""
         purpose = require_purpose(principal, purpose)
         await self.charge_pairs(principal, len(pairs), rate_state)
+        return await self.verify_pairs(
+            principal,
+            pairs,
+            purpose=purpose,
+            client_ip=client_ip,
+            concurrency=self.config.batch_concurrency,
+            deadline_s=self.config.deadline_s,
+        )
+
+    async def verify_pairs(
+        self,
+        principal: Principal,
+        pairs: Sequence[Pair],
+        *,
+        purpose: str | None,
+        client_ip: str | None,
+        concurrency: int,
+        deadline_s: float,
+        job_id: str | None = None,
+    ) -> list[RowResult]:
+        """Look the pairs up as `principal` (its name budget), then what follows every lookup: metrics, the
+        receipts hook and one audit entry per looked-up pair (`job_id`: filed under a background job)."""
 
         async def admit(items: Sequence[tuple[str, str]]) -> list[str | None]:
             return await self.admit_names(principal, client_ip, items)
 
         rows = await verify_all(
-            self.gateway,
-            pairs,
-            principal.role,
-            concurrency=self.config.batch_concurrency,
-            deadline_s=self.config.deadline_s,
-            admit=admit,
+            self.gateway, pairs, principal.role, concurrency=concurrency, deadline_s=deadline_s, admit=admit
         )
         for r in rows:
             if r.answer is not None:
                 self.observe(r.answer)
+                if self.after_lookup is not None:
+                    await self.after_lookup(r.answer)
         if principal.key_id is not None:
             await self.audit.write(
                 [
@@ -223,6 +266,8 @@ class Lookups:
                         purpose=purpose,
                         client_ip=client_ip,
                         name_check=audit_name_check(r.answer),
+                        holder_id_number=audit_holder(r.answer, r.pair.id_number),
+                        job_id=job_id,
                     )
                     for r in rows
                     if r.answer is not None

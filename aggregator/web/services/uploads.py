@@ -14,16 +14,20 @@ department are made unreachable at once (the department's generation is forgotte
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
+from aggregator.audit import AuditLog, AuditUnavailable
 from aggregator.models import Department
 from aggregator.records.report import (
     AlreadyImported,
     BatchReport,
     BatchStatus,
     BatchSummary,
+    FutureQuarter,
     InvalidQuarter,
     parse_quarter,
+    require_started,
 )
 from aggregator.web.multipart import SavedFile
 from aggregator.web.problems import AlreadyUploaded, RouteNotFound, Unprocessable, WrongDepartment
@@ -33,6 +37,8 @@ if TYPE_CHECKING:
     from aggregator.gateway import Gateway
 
 _TRUE = {"1", "true", "yes", "on"}
+
+log = logging.getLogger(__name__)
 
 
 def parse_department(value: str | None) -> Department | None:
@@ -47,11 +53,14 @@ def parse_department(value: str | None) -> Department | None:
 
 
 def parse_upload_quarter(value: str | None) -> str:
-    """The quarter an upload is for (2026q1 -> 2026Q1); 422 when missing or malformed."""
+    """The quarter an upload is for (2026q1 -> 2026Q1); 422 when missing, malformed or not started yet."""
     if value is None or not value.strip():
         raise Unprocessable("缺少季度 quarter（如 2026Q1）", "quarter is required (e.g. 2026Q1)")
     try:
-        return parse_quarter(value)
+        return require_started(parse_quarter(value))
+    except FutureQuarter as e:
+        zh, _, en = str(e).partition(" (")
+        raise Unprocessable(zh, en.rstrip(")")) from e
     except InvalidQuarter as e:
         raise Unprocessable(
             "季度格式应为 YYYYQ1..YYYYQ4，例如 2026Q1", f"quarter must look like 2026Q1, not {value!r}"
@@ -71,8 +80,9 @@ def uploader(principal: Principal) -> str:
 class UploadService:
     """Department uploads on the gateway's records store."""
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, audit: AuditLog | None = None) -> None:
         self._gateway = gateway
+        self._audit = audit  # every upload is audited (issue 14)
 
     @staticmethod
     def target_department(principal: Principal, named: Department | None) -> Department:
@@ -109,7 +119,14 @@ class UploadService:
         except AlreadyImported as e:
             raise AlreadyUploaded(e.batch_id, department.value) from e
         if report.status != BatchStatus.REJECTED:
-            self._gateway.forget_generation(department)
+            await self._gateway.imported(department)  # here and, through Redis, on every instance
+        if self._audit is not None:
+            detail = {"batch_id": report.id, "department": department.value, "quarter": report.quarter,
+                      "file_name": report.file_name, "rows_imported": report.rows_imported, "status": report.status.value}  # fmt: skip
+            try:  # the batch is committed and names its uploader: a failed audit write does not undo it
+                await self._audit.record_action(principal, "upload", detail=detail)
+            except AuditUnavailable as e:
+                log.error("could not audit upload %s: %s", report.id, e)
         return report
 
     async def report(self, principal: Principal, batch_id: str) -> BatchReport:

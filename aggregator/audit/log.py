@@ -1,15 +1,18 @@
-"""The audit log: who looked up which number, in what role, why, and what the answer was.
+"""The audit log's writer and its plain reader.
 
 Every lookup made with a key (single or batch) is written here before its answer is returned; if the
 entry cannot be written the answer is not shown (`AuditUnavailable`, 503): access to personal data is
-never unlogged. The holder's name is never logged, only whether one was given and what became of it
-(`name_check`: match, mismatch, unknown, not_checked when the daily name-check budget was spent). Public
-lookups are logged only when their name was not checked for the budget (key id "-", role public), so that
-regulators see who keeps guessing names.
+never unlogged. Public lookups are logged only when their name was not checked for the budget (key id "-",
+role public), so that regulators see who keeps guessing names. Other actions (uploads, keys, webhook
+changes, campaign runs) are written with `record_action`.
 
     log = AuditLog(engine)
     await log.write([AuditEntry.now(principal, action="lookup", number="T110...", verdict="valid", ...)])
+    await log.record_action(principal, "webhook_change", detail={"webhook_id": 7, "change": "created"})
     await log.read(limit=50, key_id="3f9a0c1d2e4b")
+
+Each write appends to the hash chain (`chain.py`) inside one transaction that holds the append lock, so
+entries from any number of writers, processes and machines form one linear chain.
 """
 
 from __future__ import annotations
@@ -17,74 +20,27 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from aggregator.web.problems import AuditUnavailable
-from aggregator.web.roles import Principal
-from aggregator.web.tables import audit_log, write_transaction
+from aggregator.audit.chain import head, link_rows, lock_for_append
+from aggregator.audit.entry import Actor, AuditEntry
+from aggregator.errors import register
+from aggregator.records.database import write_transaction
+from aggregator.records.schema import audit_log
 
 log = logging.getLogger(__name__)
 
-MAX_PURPOSE = 500
 MAX_READ = 1000
-ANONYMOUS_KEY_ID = "-"  # audit_log.key_id of a public (keyless) caller's entry
 
 
-@dataclass(frozen=True)
-class AuditEntry:
-    """One lookup by a key (or a public lookup whose name was refused). `id` is set once stored."""
+class AuditUnavailable(Exception):
+    """The audit log could not be written, so personal data is not shown (fail closed)."""
 
-    at: datetime
-    key_id: str
-    role: str
-    action: str  # lookup | verification
-    number: str
-    name_given: bool
-    id_number_given: bool
-    verdict: str | None
-    purpose: str | None = None
-    client_ip: str | None = None
-    name_check: str | None = None  # match | mismatch | unknown | not_checked; None: no name given
-    id: int | None = field(default=None, compare=False)
 
-    @classmethod
-    def now(
-        cls,
-        principal: Principal,
-        *,
-        action: str,
-        number: str,
-        name_given: bool,
-        id_number_given: bool,
-        verdict: str | None,
-        purpose: str | None,
-        client_ip: str | None,
-        name_check: str | None = None,
-    ) -> AuditEntry:
-        return cls(
-            at=datetime.now(UTC),
-            key_id=principal.key_id or ANONYMOUS_KEY_ID,
-            role=principal.role.value,
-            action=action,
-            number=number[:64],
-            name_given=name_given,
-            id_number_given=id_number_given,
-            verdict=verdict,
-            purpose=(purpose or None) and purpose[:MAX_PURPOSE],
-            client_ip=client_ip,
-            name_check=name_check,
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["at"] = self.at.isoformat()
-        return out
-
+register(AuditUnavailable, 503, 75, "audit-unavailable", "审计日志暂不可写，为保护个人信息暂停查询", "the audit log cannot be written, so lookups by key are paused")  # fmt: skip
 
 _Waiting = tuple[list[dict[str, Any]], "asyncio.Future[None]"]
 
@@ -94,24 +50,48 @@ class AuditLog:
 
     Writes are group-committed: while one transaction is being written, the writes that arrive meanwhile
     queue up and go into the next transaction together, so concurrent lookups do not each take the
-    database's write lock (on SQLite they would otherwise queue on it, sleeping in its busy handler).
-    Each `write` still returns only once its own entries are committed."""
+    database's write lock (nor the chain's append lock). Each `write` still returns only once its own
+    entries are committed."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._queue: list[_Waiting] = []
         self._writer: asyncio.Task[None] | None = None
 
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
     async def write(self, entries: Sequence[AuditEntry]) -> None:
         """Store entries, committed before this returns; `AuditUnavailable` if the database refuses."""
         if not entries:
             return
-        rows = [{k: v for k, v in asdict(e).items() if k != "id"} for e in entries]
+        rows = [e.row() for e in entries]
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append((rows, done))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._drain(), name="certq-audit-writer")
         await done
+
+    async def record_action(
+        self,
+        actor: Actor,
+        action: str,
+        *,
+        detail: dict[str, Any] | None = None,
+        number: str = "",
+        purpose: str | None = None,
+        client_ip: str | None = None,
+        job_id: str | None = None,
+    ) -> AuditEntry:
+        """Audit an action that is not a lookup (see `entry.ACTIONS`: upload, key_create, key_revoke,
+        webhook_change, campaign_run); `detail` says what was done (never a secret). Raises
+        `AuditUnavailable` if it cannot be written."""
+        entry = AuditEntry.action_by(
+            actor, action, detail=detail, number=number, purpose=purpose, client_ip=client_ip, job_id=job_id
+        )
+        await self.write([entry])
+        return entry
 
     async def _drain(self) -> None:
         """Write what is queued, then what queued up meanwhile, until nothing is left."""
@@ -136,7 +116,9 @@ class AuditLog:
     async def _insert(self, rows: list[dict[str, Any]]) -> Exception | None:
         try:
             async with write_transaction(self._engine) as conn:
-                await conn.execute(insert(audit_log), rows)
+                await lock_for_append(conn)
+                prev_hash, seq = await head(conn)
+                await conn.execute(insert(audit_log), link_rows(rows, prev_hash, seq))
         except Exception as e:  # noqa: BLE001 - reported to every writer of these rows as AuditUnavailable
             log.error("audit log write failed: %s", e)
             return e
@@ -150,13 +132,7 @@ class AuditLog:
             stmt = stmt.where(audit_log.c.key_id == key_id)
         async with self._engine.connect() as conn:
             rows = (await conn.execute(stmt)).all()
-        out = []
-        for r in rows:
-            m = dict(r._mapping)
-            at = m["at"]
-            m["at"] = at if at.tzinfo else at.replace(tzinfo=UTC)
-            out.append(AuditEntry(**m))
-        return out
+        return [AuditEntry.from_row(r._mapping) for r in rows]
 
 
 def _settle(done: asyncio.Future[None], error: Exception | None) -> None:
