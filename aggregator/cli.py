@@ -190,6 +190,7 @@ def recognition(as_json: bool, config_dir: str | None) -> None:
 
 
 def _register_subcommands() -> None:
+    from aggregator.cache.cli import cache_group
     from aggregator.campaigns.cli import campaigns_group
     from aggregator.demo import demo_command
     from aggregator.doctor import doctor_command
@@ -213,6 +214,7 @@ def _register_subcommands() -> None:
     main.add_command(worker_command, "worker")
     main.add_command(campaigns_group, "campaigns")
     main.add_command(rosters_group, "rosters")
+    main.add_command(cache_group, "cache")
 
 
 _register_subcommands()

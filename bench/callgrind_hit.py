@@ -6,9 +6,11 @@
 The setup of bench_hit_path.py (the synthetic data set's uploads of all four departments in a fresh SQLite
 file, records sources only, 4 valid certificate numbers per department, each asked twice first so that every
 source answers from the cache) is built once outside valgrind. Then the same child script runs twice under
-`valgrind --tool=callgrind`, once with --base lookups and once with --base + --lookups; the difference of the
-two instruction totals divided by --lookups is the cost of one cached lookup, without start-up, imports and
-warm-up. The child also checks that every measured answer came from the cache.
+`valgrind --tool=callgrind --instr-atstart=no`, once with --base lookups and once with --base + --lookups;
+the child switches instrumentation on (`callgrind_control -i on`) only around its measured loop, after start-up
+and warm-up. The difference of the two instruction totals divided by --lookups is the cost of one cached
+lookup (the switching itself cancels out). The child also checks that every measured answer came from the
+cache.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import subprocess
 import sys
@@ -51,6 +54,7 @@ async def child(database_url: str, numbers: list[str], lookups: int, part: str) 
             else:
                 raise SystemExit(f"{number} never came from the cache: {[s.model_dump() for s in answer.sources]}")
         n = len(numbers)
+        instrument("on")
         for i in range(lookups):
             number = numbers[i % n]
             answer = await gw.lookup(number)
@@ -58,14 +62,20 @@ async def child(database_url: str, numbers: list[str], lookups: int, part: str) 
                 render(mask_answer(answer, Role.PUBLIC, {number}))
             if not all(s.from_cache for s in answer.sources):
                 raise SystemExit(f"lookup {i} of {number} was not answered from the cache")
+        instrument("off")
     finally:
         await gw.close()
+
+
+def instrument(state: str) -> None:
+    """Switch callgrind's instrumentation of this process on or off (it runs under valgrind)."""
+    subprocess.run(["callgrind_control", "-i", state, str(os.getpid())], check=True, capture_output=True)
 
 
 def instructions(args: argparse.Namespace, setup: Path, lookups: int, part: str) -> int:
     with tempfile.TemporaryDirectory(prefix="certq-cg-") as tmp:
         cmd = [
-            "valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/cg.out",
+            "valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={tmp}/cg.out",
             sys.executable, str(Path(__file__).resolve()), "--child", str(setup), "--lookups", str(lookups),
             "--part", part,
         ]

@@ -123,10 +123,11 @@ async def run_roster(engine, job_store, submit, roster_id: str, n: int, workers:
             break
     elapsed = (j.finished_at - j.started_at).total_seconds()
     async with engine.connect() as conn:
+        reason = roster_results.c.result["verdict_reason"].as_string()
         reasons = (await conn.execute(
-            sa.select(roster_results.c.result["verdict_reason"].as_string(), sa.func.count())
+            sa.select(reason, sa.func.count())
             .where(roster_results.c.job_id == job.id, roster_results.c.outcome != "definitive")
-            .group_by(1).order_by(sa.func.count().desc()).limit(3)
+            .group_by(reason).order_by(sa.func.count().desc()).limit(3)
         )).all()
     for reason, count in reasons:
         print(f"    {count} not definitive: {reason}")
@@ -184,7 +185,7 @@ async def main(args: argparse.Namespace) -> None:
                     **{f"CERTQ_{s.upper()}_URL": sb.urls[sb.site(s).source_id] for s in ("mem", "samr", "mohrss", "mohurd")},
                 }
                 print(f"ceiling: mem_api {args.rate:g}/s (shared through Redis {redis}); {args.members:,} members a run")
-                for n_workers in (1, 2):
+                for n_workers in args.workers:
                     roster = f"r{n_workers}"
                     numbers = member_numbers(args.members + n_workers * 10_000_000)[-args.members:]
                     await add_roster(store.engine, roster, numbers)
@@ -193,12 +194,20 @@ async def main(args: argparse.Namespace) -> None:
                               tmp / f"worker{n_workers}-{i}.log", env=env)
                         for i in range(n_workers)
                     ]
+                    spy = None
+                    if args.profile:
+                        import subprocess
+
+                        spy = subprocess.Popen(["py-spy", "record", "-p", str(workers[0].pid), "-o",
+                                                str(ROOT / "bench" / f"rosters-worker{n_workers}.svg"), "-r", "50"])
                     await asyncio.sleep(3)  # start-up
                     try:
                         r = await run_roster(store.engine, job_store, engine.submit, roster, args.members, workers)
                     finally:
                         for w in workers:
                             stop(w)
+                        if spy is not None:
+                            spy.wait(30)
                     peak = ", ".join(f"{v:.0f}" for v in r["peak_mb"].values())
                     print(
                         f"{n_workers} worker(s): {r['status']} {r['members']:,} members in {r['seconds']:.1f} s = "
@@ -221,4 +230,7 @@ if __name__ == "__main__":
     parser.add_argument("--monitor", type=int, default=1_000_000)
     parser.add_argument("--pg", default=os.environ.get("CERTQ_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"))
     parser.add_argument("--redis-url", default=None)
+    parser.add_argument("--workers", type=lambda v: [int(x) for x in v.split(",")], default=[1, 2],
+                        help="worker counts to run, e.g. 1,2")
+    parser.add_argument("--profile", action="store_true", help="py-spy record the first worker (needs py-spy)")
     asyncio.run(main(parser.parse_args()))

@@ -43,6 +43,7 @@ ACTION_ZH = {
     "webhook_change": "变更回调",
     "campaign_run": "运行抽查",
     "roster_run": "名册核验",
+    "roster_change": "变更名册",
 }
 LOOKUP_ACTIONS = frozenset({"lookup", "verification"})
 ACTIONS = tuple(ACTION_ZH)

@@ -8,6 +8,7 @@ schema is a miss, reported as `CorruptEntry`, never an exception for the caller.
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 
 from pydantic import BaseModel, ValidationError
 
@@ -53,8 +54,13 @@ class Envelope(BaseModel):
 
 def cache_key(prefix: str, source: SourceConfig, query: Query, version: str) -> str:
     """`{prefix}:v{SCHEMA_VERSION}:src:{source id}:{version}:{sha256 of the query's cache key}`."""
-    digest = hashlib.sha256(query.cache_key().encode("utf-8")).hexdigest()
-    return f"{prefix}:v{SCHEMA_VERSION}:src:{source.id}:{version}:{digest}"
+    return f"{prefix}:v{SCHEMA_VERSION}:src:{source.id}:{version}:{_digest(query.cache_key())}"
+
+
+@lru_cache(maxsize=4096)
+def _digest(text: str) -> str:
+    """sha256 of a query's cache key, computed once for the several sources a lookup asks."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def fresh_ttl_s(source: SourceConfig, result: SourceResult) -> float:

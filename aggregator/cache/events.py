@@ -124,3 +124,26 @@ class CacheEvents:
             if not self._closing:
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, self.MAX_PAUSE_S)
+
+
+def channel_for(prefix: str = "certq") -> str:
+    """The event channel of caches keyed under `prefix` (what `SourceCache` subscribes to)."""
+    return f"{prefix}:cache-events"
+
+
+async def announce_import(redis_url: str, department: str, *, prefix: str = "certq") -> bool:
+    """Tell every running instance on `redis_url` that `department`'s records changed (an import made outside
+    any of them, e.g. `certq import`); whether it was sent. Without it they notice within their 1-second
+    memo of the department's data generation."""
+    from aggregator.redisconn import client_from_url
+
+    client = client_from_url(redis_url)
+    try:
+        await client.publish(channel_for(prefix), f"g {department}")
+        return True
+    except REDIS_FAILURES as e:
+        log.warning("could not announce the import to other instances (%s); they see it within a second", e)
+        return False
+    finally:
+        with suppress(*REDIS_FAILURES):
+            await client.aclose()

@@ -43,7 +43,7 @@ from aggregator.cache.envelope import (
     fresh_ttl_s,
     make_envelope,
 )
-from aggregator.cache.events import CacheEvents
+from aggregator.cache.events import CacheEvents, channel_for
 from aggregator.cache.near import NearTier
 from aggregator.cache.outage import OutageGuard
 from aggregator.config import SourceConfig
@@ -114,7 +114,7 @@ class SourceCache:
         self._near = NearTier(near_entries or self.NEAR_ENTRIES, clock)
         self._near_on = near  # False: every hit is read from the backend (the one-tier cache, for comparisons)
         self._generation_listeners: list[Callable[[str | None], None]] = []
-        self.channel = f"{prefix}:cache-events"
+        self.channel = channel_for(prefix)
         self._events = (
             CacheEvents(backend.client, self.channel, on_message=self._on_event, on_reset=self._on_reset)
             if isinstance(backend, RedisBackend)
@@ -214,7 +214,10 @@ class SourceCache:
         in every instance's near tier; how many keys were removed (answers, and on Redis also the hand-offs
         that lock holders left for waiters)."""
         fragment = f":src:{source_id}:" if source_id else ""
-        self._near.drop_matching(fragment) if fragment else self._near.clear()
+        if fragment:
+            self._near.drop_matching(fragment)
+        else:
+            self._near.clear()
         if isinstance(self._backend, RedisBackend):
             pattern = f"{self._prefix}:v{SCHEMA_VERSION}:src:{source_id or '*'}:*"
             removed = await self._guard.run(lambda: self._backend.delete_matching(pattern))  # type: ignore[union-attr]
@@ -231,7 +234,7 @@ class SourceCache:
             try:
                 await self._guard.run(lambda: backend.publish(self.channel, message))
             except BackendUnavailable as e:
-                # Nobody can hear it, and every instance empties its near tier when it hears Redis again.
+                # The others then see an import within their 1-second generation memo, as before these events.
                 log.info("cache event %r not sent: %s", message[:80], e)
 
     def _on_event(self, message: str) -> None:
@@ -240,7 +243,10 @@ class SourceCache:
             version, _, key = rest.partition(" ")
             self._near.drop(key, float(version))
         elif kind == "p":
-            self._near.clear() if rest == "*" else self._near.drop_matching(rest)
+            if rest == "*":
+                self._near.clear()
+            else:
+                self._near.drop_matching(rest)
         elif kind == "g":
             for listener in self._generation_listeners:
                 listener(rest)

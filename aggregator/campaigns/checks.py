@@ -15,9 +15,12 @@ definitive answer is kept in the live-answer history as a lookup's would be. The
 slot is waited for (up to the source's own timeout), not turned into `rate_limited`.
 
 What counts (as of the gateway's today):
-- not_found_live: the upload has it; the own department's live sources all answered and none has it.
+- not_found_live: the upload has it as valid; the own department's live sources all answered and none has it
+  (an upload that itself says suspended, revoked or expired is not contradicted by a register that lists only
+  certificates in force, as MOHRSS's does: that is a note, not a discrepancy).
 - status: the statuses in force differ (`effective_status`), unless both sides only say valid/expired and their
-  end dates differ (then the date is the discrepancy: a renewal the upload does not know yet).
+  end dates differ (then the date is the discrepancy: a renewal the upload does not know yet). A live `unknown`
+  (SAMR's flag says only "not valid") disagrees only with an upload that says valid.
 - field: issued_on, valid_from, valid_until, next_review_on, operation_item, category, level or issuer differ,
   where the live source states the field (a source that does not show a field never disagrees about it).
 - missing_from_upload: a live certificate of the holder (not a MEM 历史数据 record) that no current upload has.
@@ -64,6 +67,7 @@ KIND_ZH = {
 }
 OUTCOMES = ("agrees", "discrepant", "inconclusive")
 OUTCOME_ZH = {"agrees": "一致", "discrepant": "不一致", "inconclusive": "无法确定"}
+IN_FORCE = frozenset({CertStatus.VALID, CertStatus.UNKNOWN})  # what an upload claims when it lists a certificate
 _TEXT_FIELDS = frozenset({"operation_item", "category", "level", "issuer"})
 
 
@@ -74,6 +78,7 @@ class CheckResult:
     inconclusive: list[dict[str, Any]] = field(default_factory=list)  # why not (own department's sources)
     incomplete: list[dict[str, Any]] = field(default_factory=list)  # holder questions that got no answer
     sources: list[dict[str, Any]] = field(default_factory=list)  # every question asked and its outcome
+    notes: list[dict[str, Any]] = field(default_factory=list)  # what was seen but is no discrepancy
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -82,6 +87,7 @@ class CheckResult:
             "inconclusive": self.inconclusive,
             "incomplete": self.incomplete,
             "sources": self.sources,
+            "notes": self.notes,
         }
 
 
@@ -115,7 +121,9 @@ def compare(upload: Certificate, live: Certificate, today: date) -> list[tuple[s
     out: list[tuple[str, str, Any, Any]] = []
     mine, theirs = upload.effective_status(today), live.effective_status(today)
     dated = {upload.status, live.status} <= {CertStatus.VALID, CertStatus.EXPIRED}
-    if mine != theirs and not (dated and upload.valid_until != live.valid_until):
+    # UNKNOWN from a live source says only "not valid" (SAMR's validFlag): it disagrees with a valid upload only
+    vague = theirs == CertStatus.UNKNOWN and mine not in (CertStatus.VALID, CertStatus.UNKNOWN)
+    if mine != theirs and not vague and not (dated and upload.valid_until != live.valid_until):
         out.append(("status", "status", mine.value, theirs.value))
     for name in COMPARED_FIELDS:
         a, b = getattr(upload, name), getattr(live, name)
@@ -198,11 +206,13 @@ class Checker:
         live = next(
             ((s, r, c) for s, r in own for c in r.certificates if c.key() == key and not _is_history(c)), None
         )
-        if live is None:
+        if live is None and cert.effective_status(self.today) in IN_FORCE:
             s, r = own[0]
             out.discrepancies.append(
                 self._evidence("not_found_live", "number", number, None, s.id, r, department, number)
             )
+        elif live is None:  # the upload itself says it is not in force; registers may list only what is
+            out.notes.append({"note": "not_listed_live", "upload_status": cert.effective_status(self.today).value})
         else:
             s, r, c = live
             for kind, name, mine, theirs in compare(cert, c, self.today):

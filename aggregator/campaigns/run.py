@@ -43,11 +43,13 @@ class CampaignRuns:
         *,
         audit: AuditLog | None = None,
         on_progress: Callable[[int, int], None] | None = None,
+        in_flight: int = IN_FLIGHT,
     ) -> None:
         self.gateway = gateway
         self.store = store
         self.audit = audit
         self.on_progress = on_progress  # (done, total) after each write: the CLI's progress bar
+        self.in_flight = in_flight
 
     async def run(self, lease: Lease) -> dict[str, int]:
         campaign_id = lease.job.subject or ""
@@ -84,7 +86,7 @@ class CampaignRuns:
         actor: CliActor,
         purpose: str,
     ) -> int:
-        slots = asyncio.Semaphore(IN_FLIGHT)
+        slots = asyncio.Semaphore(self.in_flight)
         finished: list[tuple[Item, CheckResult]] = []
 
         async def one(item: Item) -> None:

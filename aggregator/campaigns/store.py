@@ -77,8 +77,7 @@ class Campaign:
         return {
             "id": self.id,
             "name": self.name,
-            "organisation": self.organisation,
-            "created_by": self.created_by,
+            "organisation": self.organisation or "命令行 cli",  # the key's label (never its id)
             "created_role": self.created_role,
             "created_at": self.created_at.isoformat(),
             "filters": self.population.model_dump(mode="json"),

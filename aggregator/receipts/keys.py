@@ -43,6 +43,7 @@ from aggregator.home import Home
 ALGORITHM = "Ed25519"  # RFC 9864's fully specified name (the older "EdDSA" is accepted when verifying)
 SIGNING_DIR = "signing"
 KEY_FILE = "signing-key.jwk"
+FONT_CACHE_DIR = "cache/fonts"  # under the home: the receipt PDF's cut-down font (receipts/pdf.py lean_font)
 RETIRED_DIR = "retired"
 DEFAULT_VALID_DAYS = 30
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
@@ -87,6 +88,7 @@ class ReceiptSettings(BaseModel):
     valid_days: int = Field(DEFAULT_VALID_DAYS, ge=1, le=3650)  # CERTQ_RECEIPT_DAYS
     public_url: str | None = None  # CERTQ_PUBLIC_URL: the address people reach the verify pages at
     font_file: Path | None = None  # CERTQ_RECEIPT_FONT: the PDF's CJK font (default: Debian's fonts-wqy-microhei)
+    font_cache: Path | None = None  # the home's cache/fonts: the PDF's cut-down font, kept between processes
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, home: Home | None = None) -> ReceiptSettings:
@@ -103,6 +105,7 @@ class ReceiptSettings(BaseModel):
             valid_days=int(days) if days.isdigit() else DEFAULT_VALID_DAYS,
             public_url=(env.get("CERTQ_PUBLIC_URL", "").strip().rstrip("/") or None),
             font_file=Path(font).expanduser() if font else None,
+            font_cache=root / FONT_CACHE_DIR,
         )
 
     @property

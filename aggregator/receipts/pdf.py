@@ -14,8 +14,10 @@ naming the places looked at and the package to install.
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 import json
+import os
 import tempfile
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
@@ -87,10 +89,58 @@ def _gb2312() -> set[int]:
 
 
 @functools.lru_cache(maxsize=4)
-def lean_font(path: Path) -> tuple[Path, frozenset[int]]:
-    """The font cut down, once per process, to GB 2312, ASCII, CJK and full-width punctuation and every character
-    of this module's own labels, without glyph names: a file that loads in a fraction of the full font's time
-    (the full one is ~30,000 glyphs). A receipt with a character outside it (a rare name) uses the full font."""
+def lean_font(path: Path, cache_dir: Path | None = None) -> tuple[Path, frozenset[int]]:
+    """The font cut down to GB 2312, ASCII, CJK and full-width punctuation and every character of this module's
+    own labels, without glyph names: a file that loads in a fraction of the full font's time (the full one is
+    ~30,000 glyphs). A receipt with a character outside it (a rare name) uses the full font.
+
+    Cutting takes seconds, so it is done once per process, and with `cache_dir` (the home's `cache/fonts`) once
+    per font file: the cut font and the characters it covers are kept there under a key of the font file (path,
+    size, mtime), this module's text and fontTools' version, so later processes load it at once."""
+    if cache_dir is not None:
+        try:
+            key = _cache_key(path)
+            ttf, covers_file = cache_dir / f"{path.stem}-lean-{key}.ttf", cache_dir / f"{path.stem}-lean-{key}.json"
+            if ttf.is_file() and covers_file.is_file():
+                return ttf, frozenset(json.loads(covers_file.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            cache_dir = None  # unreadable cache: build as if there were none
+    font = _cut(path)
+    covers = frozenset(font.getBestCmap())
+    if cache_dir is not None:
+        try:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            _replace(ttf, font.save)  # the font first: a covers file is only ever beside a whole font
+            _replace(covers_file, lambda p: Path(p).write_text(json.dumps(sorted(covers)), encoding="utf-8"))
+            return ttf, covers
+        except OSError:
+            pass  # a read-only home: this process's own copy below
+    out = Path(tempfile.mkdtemp(prefix="certq-receipt-font-")) / f"{path.stem}-lean.ttf"
+    font.save(str(out))
+    return out, covers
+
+
+def _cache_key(path: Path) -> str:
+    import fontTools
+
+    st = path.stat()
+    h = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{fontTools.version}|".encode())
+    h.update(Path(__file__).read_bytes())  # what is kept (and the labels) is decided here
+    return h.hexdigest()[:16]
+
+
+def _replace(target: Path, write: Any) -> None:
+    """Write `target` through a temporary file beside it and rename it into place (atomic: processes building
+    the same font at once each leave a whole file)."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        write(str(tmp))
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _cut(path: Path) -> Any:
     from fontTools import subset, ttLib
 
     font = ttLib.TTFont(str(path), fontNumber=0, lazy=False)
@@ -106,15 +156,13 @@ def lean_font(path: Path) -> tuple[Path, frozenset[int]]:
     subsetter.populate(unicodes=wanted & has)
     subsetter.subset(font)
     font["post"].formatType = 3.0  # no glyph name table to parse at every load
-    out = Path(tempfile.mkdtemp(prefix="certq-receipt-font-")) / f"{path.stem}-lean.ttf"
-    font.save(str(out))
-    return out, frozenset(font.getBestCmap())
+    return font
 
 
-def font_for(credential: Mapping[str, Any], font: Path, *extra: str) -> Path:
+def font_for(credential: Mapping[str, Any], font: Path, *extra: str, cache_dir: Path | None = None) -> Path:
     """The lean font when it has every character the receipt uses, else the full font."""
     try:
-        lean, covers = lean_font(font)
+        lean, covers = lean_font(font, cache_dir)
     except Exception:  # noqa: BLE001 - an unusual font file: the full one still works, only slower
         return font
     text = json.dumps(credential, ensure_ascii=False) + "".join(extra)
@@ -215,11 +263,12 @@ class _Receipt:
 
 
 def render_pdf(credential: Mapping[str, Any], *, verify_url: str, kid: str, font: Path,
-               superseded: str | None = None) -> bytes:  # fmt: skip
-    """The PDF of a receipt's credential. `superseded`: a line saying since when it is out of date, if it is."""
+               superseded: str | None = None, font_cache: Path | None = None) -> bytes:  # fmt: skip
+    """The PDF of a receipt's credential. `superseded`: a line saying since when it is out of date, if it is.
+    `font_cache`: where the cut-down font is kept between processes (`lean_font`)."""
     subject = credential.get("credentialSubject") or {}
     verdict = str(subject.get("verdict") or "")
-    doc = _Receipt(font_for(credential, font, verify_url, kid, superseded or ""))
+    doc = _Receipt(font_for(credential, font, verify_url, kid, superseded or "", cache_dir=font_cache))
     pdf = doc.pdf
 
     qr_size = 34.0

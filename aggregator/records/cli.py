@@ -148,11 +148,27 @@ def import_command(
         else:
             console.print(f"[yellow]{e}[/yellow]")
         sys.exit(EXIT_IMPORTED)
+    if report.status != BatchStatus.REJECTED:
+        _announce_import(department)
     if as_json:
         click.echo(report.model_dump_json(indent=2))
     else:
         print_report(report, limit=None if show_all else SHOWN_PROBLEMS)
     sys.exit({BatchStatus.IMPORTED: EXIT_IMPORTED, BatchStatus.PARTIAL: EXIT_PARTIAL}.get(report.status, EXIT_REJECTED))
+
+
+def _announce_import(department: str) -> None:
+    """With Redis configured, running instances read the department's data generation again at once."""
+    from aggregator.home import Home, HomeError
+
+    try:
+        redis_url = Home.load().redis_url
+    except HomeError:
+        return  # the import itself went through; the instances see it within their 1-second memo
+    if redis_url:
+        from aggregator.cache.events import announce_import
+
+        asyncio.run(announce_import(redis_url, department))
 
 
 # --- Reports -----------------------------------------------------------------------------------------

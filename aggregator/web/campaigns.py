@@ -97,15 +97,25 @@ def _id(request: Request) -> str:
     return str(request.path_params["campaign_id"])
 
 
+def job_json(job: Job | None) -> dict[str, Any] | None:
+    """The run as the API shows jobs (its subject is the campaign)."""
+    if job is None:
+        return None
+    out = job_view(job)
+    out.pop("roster_id", None)
+    out["campaign_id"] = job.subject
+    return out
+
+
 def campaign_json(campaign: Campaign, job: Job | None) -> dict[str, Any]:
     out = campaign.summary()
-    out["job"] = job_view(job) if job is not None else None
+    out["job"] = job_json(job)
     return out
 
 
 def report_json(report: Report, job: Job | None) -> dict[str, Any]:
     out = report.as_dict()
-    out["job"] = job_view(job) if job is not None else None
+    out["job"] = job_json(job)
     return out
 
 
@@ -204,7 +214,7 @@ async def run_campaign(request: Request) -> Response:
         raise NotReady({"jobs": "failed: the job engine is not running in this process"})
     job = await _svc(request).start_run(caller(request), _id(request))
     return JSONResponse(
-        job_view(job), status_code=202, headers={"Location": f"/api/v1/campaigns/{_id(request)}", **NO_STORE}
+        job_json(job), status_code=202, headers={"Location": f"/api/v1/campaigns/{_id(request)}", **NO_STORE}
     )
 
 

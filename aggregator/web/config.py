@@ -8,7 +8,8 @@ Environment (for `certq serve` and worker processes): CERTQ_WEB_TRUSTED_PROXIES 
 CERTQ_WEB_IP_PER_MINUTE, CERTQ_WEB_KEY_PER_MINUTE, CERTQ_WEB_BODY_LIMIT, CERTQ_WEB_UPLOAD_LIMIT,
 CERTQ_WEB_DEADLINE_S, CERTQ_WEB_UPLOAD_DIR, CERTQ_WEB_FREEZE_GC, CERTQ_WEB_HEADER_TIMEOUT,
 CERTQ_WEB_MAX_CONNECTIONS_PER_IP, CERTQ_WEB_NAMES_PER_CERTIFICATE, CERTQ_WEB_NAME_SALT, CERTQ_WEB_JOBS_IN_PROCESS,
-CERTQ_WEB_JOB_CONCURRENCY.
+CERTQ_WEB_JOB_CONCURRENCY, CERTQ_WEB_HOLDER_IP_LIMIT, CERTQ_WEB_HOLDER_IP_WINDOW_S, CERTQ_WEB_HOLDER_IP_LOCKOUT_S,
+CERTQ_WEB_HOLDER_CERT_LIMIT, CERTQ_WEB_HOLDER_CERT_WINDOW_S, CERTQ_WEB_HOLDER_CERT_LOCKOUT_S.
 """
 
 from __future__ import annotations
@@ -57,6 +58,14 @@ class WebConfig(BaseModel):
     # default (SQLite: there is nobody else to run them), no with PostgreSQL (`certq worker` processes run them).
     jobs_in_process: bool | None = None
     job_concurrency: int = Field(2, ge=1, le=64)  # jobs one process runs at once
+    # The holder's view (web/holders/guard.py): attempts per client IP per window, failed attempts per
+    # certificate per window, and how long going over locks that IP / certificate out. Never off (>= 1).
+    holder_ip_limit: int = Field(10, ge=1, le=1000)
+    holder_ip_window_s: int = Field(3600, ge=1, le=30 * 86400)
+    holder_ip_lockout_s: int = Field(3600, ge=1, le=30 * 86400)
+    holder_cert_limit: int = Field(5, ge=1, le=1000)
+    holder_cert_window_s: int = Field(86400, ge=1, le=30 * 86400)
+    holder_cert_lockout_s: int = Field(86400, ge=1, le=30 * 86400)
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -92,6 +101,12 @@ class WebConfig(BaseModel):
             ("CERTQ_WEB_MAX_CONNECTIONS_PER_IP", "max_connections_per_ip"),
             ("CERTQ_WEB_JOBS_IN_PROCESS", "jobs_in_process"),
             ("CERTQ_WEB_JOB_CONCURRENCY", "job_concurrency"),
+            ("CERTQ_WEB_HOLDER_IP_LIMIT", "holder_ip_limit"),
+            ("CERTQ_WEB_HOLDER_IP_WINDOW_S", "holder_ip_window_s"),
+            ("CERTQ_WEB_HOLDER_IP_LOCKOUT_S", "holder_ip_lockout_s"),
+            ("CERTQ_WEB_HOLDER_CERT_LIMIT", "holder_cert_limit"),
+            ("CERTQ_WEB_HOLDER_CERT_WINDOW_S", "holder_cert_window_s"),
+            ("CERTQ_WEB_HOLDER_CERT_LOCKOUT_S", "holder_cert_lockout_s"),
         ):
             if env.get(name):
                 values[key] = env[name]

@@ -70,6 +70,11 @@ async def test_strata_and_filters_hold_for_every_sampled_record(loaded: RecordSt
     assert max(s.sample for s in equal.strata) - min(s.sample for s in equal.strata if s.sample) <= 1
     nobody = await draw(loaded.engine, Population(issuer="没有这个机关"), Design(n=5, seed=1))
     assert nobody.population == 0 and nobody.items == []
+    quarter = await draw(loaded.engine, Population(quarter=DATASET.upload_quarter), Design(n=1, seed=1))
+    assert quarter.population == drawn.population
+    assert (await draw(loaded.engine, Population(quarter="2020Q1"), Design(n=1, seed=1))).population == 0
+    items = await draw(loaded.engine, Population(departments=["mem"], operation_item="低压电工作业"), Design(n=500, seed=1))
+    assert items.items and {i.upload["operation_item"] for i in items.items} == {"低压电工作业"}
 
 
 def test_allocation_proportional_and_equal() -> None:

@@ -316,3 +316,73 @@ async def test_two_instances_fall_back_when_redis_dies_and_use_both_tiers_again_
         for c in caches:
             await c.close()
     assert not wrong
+
+
+@pytest.mark.redis
+async def test_an_import_made_with_the_cli_is_announced_to_running_gateways(
+    settings: Settings, shared_store: str, clients: list[aioredis.Redis], prefix: str, redis_url: str
+) -> None:
+    from aggregator.cache.events import announce_import
+
+    b = await redis_gateway(settings, shared_store, clients[1], prefix)
+    try:
+        await b.lookup(NUMBER)
+        assert Department.MEM in b._generations
+        assert await announce_import(redis_url, "mem", prefix=prefix)
+        await eventually(lambda: Department.MEM not in b._generations, "b forgetting MEM's generation")
+        assert Department.SAMR in b._generations  # only the department imported
+    finally:
+        await b.close()
+
+
+@pytest.mark.slow
+async def test_certq_cache_purge_empties_redis_and_a_running_instances_near_tier(server: RedisServer) -> None:
+    from click.testing import CliRunner
+
+    from aggregator.cli import main
+
+    cache = SourceCache.from_url(server.url)  # the default prefix, as `certq serve` uses it
+    try:
+        assert await cache.start()
+        src, q = make_source(), Query(number=NUMBER)
+        await cache.fetch(src, q, Source(result(Outcome.FOUND)))
+        assert cache.peek(src, q) is not None
+        out = await asyncio.to_thread(
+            CliRunner().invoke, main, ["cache", "purge", "--source", src.id, "--redis", server.url]
+        )
+        assert out.exit_code == 0, out.output
+        assert "removed" in out.output
+        await eventually(lambda: cache.peek(src, q) is None, "the running instance forgetting the purged answer")
+        assert not (await cache.fetch(src, q, Source(result(Outcome.FOUND)))).from_cache
+    finally:
+        await cache.close()
+
+
+@pytest.mark.slow
+async def test_certq_import_with_a_redis_url_tells_running_gateways(
+    server: RedisServer, settings: Settings, shared_store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from aggregator.cli import main
+
+    cache = SourceCache.from_url(server.url)  # the default prefix, as `certq serve` and `certq import` use it
+    store = await RecordStore.open(shared_store)
+    gw = Gateway(records_only(settings), store, cache=cache, today=lambda: TODAY)
+    try:
+        assert await cache.start()
+        await gw.lookup(NUMBER)
+        assert Department.MEM in gw._generations
+        monkeypatch.setenv("CERTQ_REDIS_URL", server.url)
+        path = write_csv(tmp_path / "mem-2026Q2.csv", [mem_row(status="吊销")])
+        out = await asyncio.to_thread(
+            CliRunner().invoke,
+            main,
+            ["import", str(path), "--department", "mem", "--quarter", "2026Q2", "--db", shared_store],
+        )
+        assert out.exit_code == 0, out.output
+        await eventually(lambda: Department.MEM not in gw._generations, "the gateway forgetting MEM's generation")
+        answer = await gw.lookup(NUMBER)
+        assert answer.verdict.value == "revoked", (out.output, [s.model_dump() for s in answer.sources])
+    finally:
+        await gw.close()

@@ -196,3 +196,25 @@ def test_a_missing_font_is_a_clear_error(tmp_path: Path) -> None:
     from aggregator.errors import describe
 
     assert "fonts-wqy-microhei" in describe(e.value).text and describe(e.value).status == 503
+
+
+def test_the_cut_down_font_is_kept_under_the_home_and_reused_by_later_processes(tmp_path: Path, monkeypatch) -> None:
+    font = _font_or_skip_path()
+    from aggregator.receipts import pdf
+
+    small, _ = pdf.lean_font(font)  # this process's cut (the PDF tests made it): a quick font to cut again
+    cache = tmp_path / "home" / "cache" / "fonts"
+    built, covers = pdf.lean_font(small, cache)
+    assert built.parent == cache and built.is_file() and ord("证") in covers
+    assert sorted(p.suffix for p in cache.iterdir()) == [".json", ".ttf"]  # no temporary file left behind
+
+    monkeypatch.setattr(pdf, "_cut", lambda path: pytest.fail("cut again although the home has it"))
+    again, covers_again = pdf.lean_font.__wrapped__(small, cache)  # as a new process: nothing in memory
+    assert (again, covers_again) == (built, covers)
+
+
+def _font_or_skip_path() -> Path:
+    try:
+        return find_font()
+    except ReceiptFontMissing:
+        pytest.skip("no CJK font installed")

@@ -61,3 +61,49 @@ def test_roster_upload_progress_results_and_download(browser, server: tuple[str,
         _check(page, f"employer-roster-{width}")
     finally:
         context.close()
+
+
+@pytest.mark.parametrize("viewport", [PHONE, DESKTOP], ids=["390", "1280"])
+def test_monitoring_form_and_a_webhook_endpoint_created_and_listed(browser, server: tuple[str, WebEnv], viewport) -> None:  # noqa: F811
+    base, env = server
+    width = viewport["width"]
+    context = browser.new_context(viewport=viewport, device_scale_factor=1, locale="zh-CN")
+    page = context.new_page()
+    try:
+        page.goto(base + "/employer")
+        page.locator("#f-key").fill(env.keys["employer"])
+        page.get_by_role("button", name="登录").click()
+        page.locator("#r-file").wait_for()
+        page.locator("#r-name").fill(f"监控 {width}")
+        page.set_input_files("#r-file", files=[{"name": "roster.csv", "mimeType": "text/csv",
+                                                "buffer": ROSTER.encode("utf-8")}])
+        page.get_by_role("button", name="上传名单").click()
+        page.locator("#m-enabled").check()
+        page.locator("#m-every").fill("12")
+        page.locator("#m-warn").fill("60,7")
+        page.get_by_role("button", name="保存监控设置").click()
+        page.locator("#monitoring .badge-info").wait_for()
+        assert "每 12 小时" in page.locator("#monitoring").inner_text()
+        assert page.locator("#m-warn").input_value() == "60,7" and page.locator("#m-enabled").is_checked()
+
+        host = f"93.184.215.{width % 250}"
+        page.locator("#wh-url").fill(f"https://{host}/certq-hook")
+        page.locator("#wh-desc").fill("人事系统 HR")
+        page.get_by_label("状态变化 status changed").check()
+        page.get_by_role("button", name="添加 Add endpoint").click()
+        secret = page.locator("#webhook-secret-value").inner_text()
+        assert secret.startswith("whsec_")
+        row = page.locator("table.webhooks tr", has_text=host)
+        assert "启用 enabled" in row.inner_text() and "状态变化" in row.inner_text()
+        _check(page, f"employer-webhook-created-{width}")
+
+        page.goto(base + "/employer#webhooks")  # listed, and the secret is not shown again
+        row = page.locator("table.webhooks tr", has_text=host)
+        row.wait_for()
+        assert "人事系统 HR" in row.inner_text() and page.locator("#webhook-secret-value").count() == 0
+        row.get_by_role("link", name="推送记录").click()
+        page.locator("#deliveries").wait_for()
+        assert "暂无推送" in page.locator("#webhooks").inner_text()
+        _check(page, f"employer-webhooks-{width}")
+    finally:
+        context.close()

@@ -1,6 +1,7 @@
 """The pages in a real browser: headless Debian Chromium (driven by playwright) opens the pages served by
 uvicorn on loopback: the public page (types a number, submits, sees the verdict), then every page (a result,
-the employer's results, the department, the regulator, sources, docs, the catalogue, a 404) at 390 px and
+the employer's results, the department, the regulator, sources, docs, the catalogue, a past date's answer, a
+receipt's verify page, the holder's form and lookups, a 404) at 390 px and
 1,280 px wide, with screenshots saved in tests/artifacts/ (git-ignored) for a person to look at. Measured in
 the page: nothing scrolls sideways, and no certificate number (`.certno`) is broken across lines.
 
@@ -17,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
@@ -208,6 +210,9 @@ def test_every_page_fits_and_keeps_numbers_whole(browser, server: tuple[str, Web
             "sources": "/sources",
             "docs": "/docs",
             "recognition": "/recognition",
+            "holder-form": "/holder",
+            "as-of": f"/lookup?number={MEM_NUMBER}&as_of={datetime.now(UTC).date().isoformat()}",
+            "as-of-too-early": f"/lookup?number={MEM_NUMBER}&as_of=2020-01-01",
         }
         for shot, path in public.items():
             page.goto(base + path)
@@ -215,6 +220,25 @@ def test_every_page_fits_and_keeps_numbers_whole(browser, server: tuple[str, Web
             m = _check(page, f"{shot}-{width}")
             if shot in ("result", "mismatch"):
                 assert m["certnos"] > 0, f"{shot}: no certificate number is marked .certno"
+        assert page.goto(base + "/").ok and page.locator("#f-as_of").get_attribute("type") == "date"
+
+        # a receipt's verify page (issued through the API), and a holder's lookups (one keyed lookup first)
+        issued = page.request.post(base + "/api/v1/receipts", data={"number": MEM_NUMBER})
+        assert issued.ok, issued.text()
+        page.goto(base + f"/r/{issued.json()['id']}")
+        page.locator("h1").first.wait_for()
+        _check(page, f"receipt-{width}")
+        looked = page.request.get(base + f"/api/v1/certificates/{MEM_NUMBER}?purpose=入职核验",
+                                  headers=env.auth("employer"))
+        assert looked.ok
+        page.goto(base + "/holder")
+        page.locator("#f-number").fill(MEM_NUMBER)
+        page.locator("#f-name").fill("张小三")
+        page.locator("#f-id_number").fill(MEM_NUMBER[1:])
+        page.get_by_role("button", name="查看").click()
+        page.locator("#keyed-title").wait_for()
+        _check(page, f"holder-result-{width}")
+
         missing = page.goto(base + "/no-such-page")
         assert missing is not None and missing.status == 404
         assert "text/html" in missing.headers["content-type"]

@@ -124,3 +124,64 @@ def test_with_redis_the_lock_out_holds_across_instances(env, make_client, redis_
     assert b.post(URL, json={**PROOF, "id_number": ID_LI}).status_code == 429
     assert a.post(URL, json=PROOF).status_code == 429
     assert aioredis  # the client the app made is the one the guard uses
+
+
+
+def _logged(env, client, role: str, number: str, holder_id: str, *, id_given: bool, purpose: str) -> None:
+    """An audit entry as a lookup by `role`'s key writes it, about `holder_id` (what `audit_holder` decided)."""
+    from aggregator.audit import AuditEntry
+    from aggregator.audit.entry import CliActor
+
+    entry = AuditEntry.now(
+        CliActor(key_id=env.key_ids[role], role=role), action="lookup", number=number, name_given=False,
+        id_number_given=id_given, verdict="valid", purpose=purpose, client_ip="10.0.0.8", holder_id_number=holder_id,
+    )
+    client.portal.call(client.app.state.services.audit.write, [entry])
+
+
+def test_lookups_logged_as_about_the_holder_are_shown_and_nobody_elses(env, make_client) -> None:
+    client = make_client()
+    live_only = "京B099999000001"  # a certificate a live source found for 张小三: in no uploaded row
+    _logged(env, client, "employer", live_only, ID_ZHANG, id_given=False, purpose="现场核验")
+    # 李四's certificate looked up with 张小三's ID number: about 张小三 (his ID was used), but 李四's number and
+    # verdict are not his to see
+    _logged(env, client, "regulator", MOHURD_NUMBER, ID_ZHANG, id_given=True, purpose="身份证号有误")
+    _logged(env, client, "regulator", "京B099999000002", ID_LI, id_given=False, purpose="李四的证书")
+    # by the ID number itself, through the API: already the holder's number
+    client.get(f"/api/v1/certificates/{ID_ZHANG}", headers=env.auth("employer"), params={"purpose": "按身份证号"})
+
+    r = client.post(URL, json=PROOF)
+
+    assert r.status_code == 200, r.text
+    rows = {x["purpose"]: x for x in r.json()["lookups"]}
+    assert set(rows) == {"现场核验", "身份证号有误", "按身份证号"}
+    assert rows["现场核验"]["number"] == live_only and rows["现场核验"]["organisation"] == "test employer"
+    assert rows["身份证号有误"]["organisation"] == "test regulator" and rows["身份证号有误"]["verdict"] is None
+    assert rows["按身份证号"]["number"] == ID_ZHANG
+    assert MOHURD_NUMBER not in r.text and "京B099999000002" not in r.text and "李四的证书" not in r.text
+
+    li = client.post(URL, json={"number": MOHURD_NUMBER, "name": "李四", "id_number": ID_LI})
+    assert li.status_code == 200, li.text
+    li_rows = {x["purpose"]: x for x in li.json()["lookups"]}
+    assert set(li_rows) == {"身份证号有误", "李四的证书"}  # his certificate was looked up, whoever's ID was given
+    assert ID_ZHANG not in li.text and "现场核验" not in li.text
+
+
+def test_the_attempt_limits_are_web_settings_read_from_the_environment(env, make_client) -> None:
+    from pydantic import ValidationError
+
+    from aggregator.web.config import WebConfig
+    from tests.web_support import quiet_config
+
+    config = WebConfig.from_env({"CERTQ_WEB_HOLDER_CERT_LIMIT": "2", "CERTQ_WEB_HOLDER_CERT_LOCKOUT_S": "600"})
+    assert (config.holder_cert_limit, config.holder_cert_lockout_s, config.holder_ip_limit) == (2, 600, 10)
+    for bad in ({"CERTQ_WEB_HOLDER_IP_LIMIT": "0"}, {"CERTQ_WEB_HOLDER_CERT_WINDOW_S": "soon"}):
+        with pytest.raises(ValidationError, match="holder_"):
+            WebConfig.from_env(bad)
+
+    client = make_client(quiet_config(holder_cert_limit=2, holder_cert_lockout_s=600))
+    assert client.app.state.services.holders.guard.limits.cert_limit == 2
+    assert client.post(URL, json={**PROOF, "id_number": ID_LI}).status_code == 403
+    assert client.post(URL, json={**PROOF, "name": "张小四"}).status_code == 403
+    locked = client.post(URL, json=PROOF)
+    assert locked.status_code == 429 and 0 < int(locked.headers["Retry-After"]) <= 600

@@ -23,13 +23,14 @@ from typing import Any, ClassVar
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aggregator.numbers import normalise
+from aggregator.web.config import WebConfig
 from aggregator.web.holders.guard import HolderGuard, Limits, create_holder_guard
 from aggregator.web.holders.view import PublicLookupCounts, holder_numbers, keyed_lookups, public_days
 from aggregator.web.namebudget import caller_for
 from aggregator.web.problems import WebError, _register, has_control_characters
 from aggregator.web.roles import Principal
 
-__all__ = ["HolderLocked", "HolderNotVerified", "HolderReport", "HolderService", "Limits"]
+__all__ = ["HolderLocked", "HolderNotVerified", "HolderReport", "HolderService", "Limits", "holder_limits"]
 
 MAX_FIELD = 64
 
@@ -111,6 +112,18 @@ def _clean(value: str | None) -> str:
     return text
 
 
+def holder_limits(config: WebConfig) -> Limits:
+    """The attempt limits a `WebConfig` sets (its `holder_*` fields, CERTQ_WEB_HOLDER_* in the environment)."""
+    return Limits(
+        ip_limit=config.holder_ip_limit,
+        ip_window_s=config.holder_ip_window_s,
+        ip_lockout_s=config.holder_ip_lockout_s,
+        cert_limit=config.holder_cert_limit,
+        cert_window_s=config.holder_cert_window_s,
+        cert_lockout_s=config.holder_cert_lockout_s,
+    )
+
+
 class HolderService:
     """The holder's view on the records database, its attempt limits shared through Redis when given."""
 
@@ -136,7 +149,7 @@ class HolderService:
         return HolderReport(
             number=key,
             numbers=sorted(numbers),
-            lookups=await keyed_lookups(self._engine, numbers),
+            lookups=await keyed_lookups(self._engine, numbers, id_number=normalise(id_number)),
             public_days=await public_days(self._engine, numbers),
             generated_at=datetime.now(UTC),
         )

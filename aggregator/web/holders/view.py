@@ -52,9 +52,12 @@ _audit = sa.table(
     sa.column("action"),
     sa.column("number"),
     sa.column("verdict"),
+    sa.column("holder_id_number"),
+    sa.column("id_number_given"),
 )
 _keys = sa.table("api_keys", sa.column("key_id"), sa.column("label"))
 ANONYMOUS_KEY_ID = "-"
+OTHER_NUMBER = "（未显示：查询时填写了您的身份证号 not shown: your ID number was given）"
 
 
 def _as_utc(value: datetime | str) -> datetime:
@@ -99,33 +102,44 @@ async def holder_numbers(engine: AsyncEngine, number: str, name: str, id_number:
     return numbers if matched else None
 
 
-async def keyed_lookups(engine: AsyncEngine, numbers: set[str], *, limit: int = MAX_ROWS) -> list[dict[str, Any]]:
-    """Lookups of `numbers` by organisations with a key, newest first: when, organisation (the key's label),
-    role, purpose, action, number, verdict."""
+async def keyed_lookups(
+    engine: AsyncEngine, numbers: set[str], *, id_number: str | None = None, limit: int = MAX_ROWS
+) -> list[dict[str, Any]]:
+    """Lookups by organisations with a key, newest first: when, organisation (the key's label), role, purpose,
+    action, number, verdict. A lookup counts when it was of one of `numbers`, or when the audit log says it was
+    about the holder (`holder_id_number` == `id_number`: the ID number given, or the holder's of the certificate
+    found). A lookup of another number that was about the holder only because that caller *gave* the holder's
+    ID number may be of someone else's certificate: its number and verdict are not shown (`OTHER_NUMBER`)."""
+    about = _audit.c.number.in_(sorted(numbers))
+    if id_number:
+        about = sa.or_(about, _audit.c.holder_id_number == id_number)
     stmt = (
         sa.select(
             _audit.c.at, _keys.c.label, _audit.c.role, _audit.c.purpose, _audit.c.action, _audit.c.number,
-            _audit.c.verdict,
+            _audit.c.verdict, _audit.c.id_number_given,
         )
         .select_from(_audit.outerjoin(_keys, _keys.c.key_id == _audit.c.key_id))
-        .where(_audit.c.number.in_(sorted(numbers)), _audit.c.key_id != ANONYMOUS_KEY_ID)
+        .where(about, _audit.c.key_id != ANONYMOUS_KEY_ID)
         .order_by(_audit.c.id.desc())
         .limit(limit)
     )
     async with engine.connect() as conn:
         rows = (await conn.execute(stmt)).all()
-    return [
-        {
-            "at": _as_utc(r.at),
-            "organisation": r.label or "（已删除的密钥 deleted key）",
-            "role": r.role,
-            "purpose": r.purpose,
-            "action": r.action,
-            "number": r.number,
-            "verdict": r.verdict,
-        }
-        for r in rows
-    ]
+    out = []
+    for r in rows:
+        foreign = r.number not in numbers and bool(r.id_number_given)
+        out.append(
+            {
+                "at": _as_utc(r.at),
+                "organisation": r.label or "（已删除的密钥 deleted key）",
+                "role": r.role,
+                "purpose": r.purpose,
+                "action": r.action,
+                "number": OTHER_NUMBER if foreign else r.number,
+                "verdict": None if foreign else r.verdict,
+            }
+        )
+    return out
 
 
 async def public_days(engine: AsyncEngine, numbers: set[str]) -> list[dict[str, Any]]:

@@ -12,10 +12,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from aggregator.audit import action_text, role_text
 from aggregator.errors import describe
 from aggregator.web.access import client_address, services
 from aggregator.web.holders import HolderLocked, HolderNotVerified
+from aggregator.web.holders.view import OTHER_NUMBER
 from aggregator.web.pages.render import csrf_failed, csrf_ok, field, html_errors, render, urlencoded_form
+from aggregator.web.pages.view import verdict_badge
 
 FIELDS = ("number", "name", "id_number")
 
@@ -44,7 +47,12 @@ async def holder_page(request: Request) -> Response:
             media_type="text/csv; charset=utf-8",
             headers={"Cache-Control": "no-store", "Content-Disposition": 'attachment; filename="certq-my-lookups.csv"'},
         )
-    return render(request, "holder.html", {**ctx, "report": report, "proof": typed})
+    rows = [
+        {**r, "role_text": role_text(r["role"]), "action_text": action_text(r["action"]),
+         "badge": verdict_badge(r["verdict"]), "other": r["number"] == OTHER_NUMBER}  # fmt: skip
+        for r in report.lookups
+    ]
+    return render(request, "holder.html", {**ctx, "report": report, "rows": rows, "proof": typed})
 
 
 routes = [Route("/holder", holder_page, methods=["GET", "POST"], name="page_holder")]

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from aggregator.audit import role_text
 from aggregator.errors import describe
 from aggregator.numbers import NumberError
 from aggregator.web.access import client_address, services
@@ -80,6 +81,7 @@ async def verify_page(request: Request) -> Response:
         "again": again,
         "again_verdict": view.verdict_badge(again["verdict"]) if again else None,
         "again_error": again_error,
+        "role_text": role_text(str(state.as_json().get("role") or "")),
         "wide": True,
     }
     return render(request, "receipt.html", ctx, principal=principal)

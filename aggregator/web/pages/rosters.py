@@ -4,12 +4,14 @@ script polls the job; no reload), read the results table, download CSV / XLSX, a
     GET  /employer?roster=ID[&job=JOB][&type=&member=]   the section is part of the employer page (`context`)
     POST /employer/rosters                                 upload a roster (multipart, CSRF) -> /employer?roster=ID
     POST /employer/rosters/{roster_id}/verify              start a run (CSRF) -> /employer?roster=ID&job=JOB
+    POST /employer/rosters/{roster_id}/monitoring          monitor or stop (enabled, every_h, warn_days; CSRF)
     GET  /employer/jobs/{job_id}                           the job as JSON, for the progress bar (signed-in cookie)
     GET  /employer/rosters/{roster_id}/results.{csv,xlsx}  downloads (?job=&lang=)
 
 The API's `/api/v1/jobs/{id}` takes a Bearer key; the page's script rides on the signed-in cookie instead, so it
 polls this page's twin of that endpoint, which answers the same body from the same service (`job_view`).
 Employers (and admins) only (`roles.ROSTER_KEEPERS`): a regulator on the employer page sees no rosters section.
+The organisation's webhooks panel belongs to this section too (`pages.webhooks`: its context and routes).
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ from aggregator.errors import describe
 from aggregator.records.schema import EVENT_TYPES
 from aggregator.rosters import export
 from aggregator.web.access import receive_form, services
+from aggregator.web.pages import webhooks
 from aggregator.web.pages.render import CSRF_FIELD, csrf_failed, csrf_ok, html_errors
 from aggregator.web.pages.session import signed_in
-from aggregator.web.problems import Forbidden, RosterRejected, RouteNotFound, WebError
+from aggregator.web.problems import Forbidden, RosterRejected, RouteNotFound, Unprocessable, WebError
 from aggregator.web.roles import ROSTER_KEEPERS, Principal
 from aggregator.web.services.rosters import job_view
 
@@ -72,7 +75,8 @@ async def context(request: Request, principal: Principal) -> dict[str, Any]:
         return {"rosters_enabled": False}
     svc = services(request)
     ctx: dict[str, Any] = {"rosters_enabled": True, "rosters": await svc.rosters.list(principal),
-                           "event_types": [(t, EVENT_LABELS.get(t, t)) for t in EVENT_TYPES]}
+                           "event_types": [(t, EVENT_LABELS.get(t, t)) for t in EVENT_TYPES],
+                           **await webhooks.context(request, principal, EVENT_LABELS)}
     roster_id = request.query_params.get("roster")
     if not roster_id:
         return ctx
@@ -94,7 +98,7 @@ async def context(request: Request, principal: Principal) -> dict[str, Any]:
     return ctx
 
 
-async def _keeper(request: Request) -> tuple[Principal, Response | None]:
+async def keeper(request: Request) -> tuple[Principal, Response | None]:
     principal, login = await signed_in(request, PATH)
     if login is None and not may_keep(principal):
         raise Forbidden(principal.role.value, "名单 / rosters")
@@ -103,7 +107,7 @@ async def _keeper(request: Request) -> tuple[Principal, Response | None]:
 
 @html_errors
 async def upload_roster(request: Request) -> Response:
-    principal, login = await _keeper(request)
+    principal, login = await keeper(request)
     if login is not None:
         return login
     svc = services(request)
@@ -129,7 +133,7 @@ async def upload_roster(request: Request) -> Response:
 
 @html_errors
 async def start_run(request: Request) -> Response:
-    principal, login = await _keeper(request)
+    principal, login = await keeper(request)
     if login is not None:
         return login
     form = await request.form()
@@ -140,6 +144,51 @@ async def start_run(request: Request) -> Response:
         await form.close()
     job = await services(request).rosters.start_run(principal, str(request.path_params["roster_id"]))
     return RedirectResponse(f"{PATH}?roster={job.subject}&job={job.id}#roster", status_code=303)
+
+
+def _warn_days(text: str) -> list[int]:
+    """'90, 30，7' -> [90, 30, 7]; anything that is not a whole number is refused."""
+    parts = [p for p in text.replace("，", ",").replace(" ", ",").split(",") if p]
+    if not all(p.isdigit() and len(p) <= 5 for p in parts):
+        raise Unprocessable("到期提醒天数请填写整数，用逗号分隔（如 90,30,7）",
+                            "warning days are whole numbers separated by commas (e.g. 90,30,7)")
+    return [int(p) for p in parts]
+
+
+@html_errors
+async def set_monitoring(request: Request) -> Response:
+    """Monitor the roster or stop, from its card's form; the settings are checked as the API checks them. The
+    form posts to ...?roster=ID, so that a refused form shows the page again with that roster open."""
+    from pydantic import ValidationError
+
+    from aggregator.web.rosters import MonitoringBody
+
+    principal, login = await keeper(request)
+    if login is not None:
+        return login
+    form = await request.form()
+    try:
+        if not csrf_ok(request, str(form.get(CSRF_FIELD) or "")):
+            return csrf_failed(request)
+        fields = {k: str(v).strip() for k, v in form.items() if isinstance(v, str)}
+    finally:
+        await form.close()
+    roster_id = str(request.path_params["roster_id"])
+    try:
+        every, after = fields.get("every_h") or "24", fields.get("inconclusive_after_days") or "3"
+        if not (every.isdigit() and after.isdigit()) or len(every) > 5 or len(after) > 5:
+            raise Unprocessable("检查间隔请填写整数小时", "the interval is a whole number of hours")
+        settings = MonitoringBody(enabled=fields.get("enabled") == "true", every_h=int(every),
+                                  expiry_warn_days=_warn_days(fields.get("warn_days", "")),
+                                  inconclusive_after_days=int(after))
+    except (ValidationError, Unprocessable) as e:
+        from aggregator.web.pages.employer import render_employer
+
+        text = describe(e).text if isinstance(e, Unprocessable) else (
+            "监控设置有误：间隔 1–744 小时，到期提醒最多 6 个 / invalid settings: every 1-744 hours, at most 6 warning days")
+        return await render_employer(request, principal, {"monitor_error": text}, status=422)
+    roster = await services(request).rosters.set_monitoring(principal, roster_id, settings)
+    return RedirectResponse(f"{PATH}?roster={roster.id}#monitoring", status_code=303)
 
 
 async def job_status(request: Request) -> Response:
@@ -157,7 +206,7 @@ async def job_status(request: Request) -> Response:
 
 @html_errors
 async def download(request: Request) -> Response:
-    principal, login = await _keeper(request)
+    principal, login = await keeper(request)
     if login is not None:
         return login
     fmt = request.path_params["fmt"]
@@ -175,6 +224,8 @@ async def download(request: Request) -> Response:
 routes = [
     Route("/employer/rosters", upload_roster, methods=["POST"], name="page_roster_upload"),
     Route("/employer/rosters/{roster_id}/verify", start_run, methods=["POST"], name="page_roster_verify"),
+    Route("/employer/rosters/{roster_id}/monitoring", set_monitoring, methods=["POST"], name="page_roster_monitoring"),
     Route("/employer/jobs/{job_id}", job_status, methods=["GET"], name="page_job"),
     Route("/employer/rosters/{roster_id}/results.{fmt}", download, methods=["GET"], name="page_roster_download"),
+    *webhooks.routes,
 ]

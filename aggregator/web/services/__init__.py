@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from aggregator.audit import AuditLog
 from aggregator.web.config import WebConfig
-from aggregator.web.holders import HolderService
+from aggregator.web.holders import HolderService, holder_limits
 from aggregator.web.keys import KeyStore
 from aggregator.web.metrics import Metrics
 from aggregator.web.namebudget import NameBudget, create_name_budget
@@ -98,5 +98,5 @@ class Services(Lookups):
                 per_certificate=config.names_per_certificate,
                 salt=config.name_salt.get_secret_value() if config.name_salt else None,
             ),
-            holders=HolderService(engine, redis),
+            holders=HolderService(engine, redis, limits=holder_limits(config)),
         )

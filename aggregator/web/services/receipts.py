@@ -208,7 +208,7 @@ class ReceiptService:
             superseded = f"已被取代 Superseded since {when}：后来的查询发现证书{STATUS_ZH.get(state.stored.superseded_status or '', '')}"
         return await asyncio.to_thread(
             render_pdf, state.check.credential, verify_url=state.url, kid=state.stored.kid, font=font,
-            superseded=superseded,
+            superseded=superseded, font_cache=self.settings.font_cache,
         )  # fmt: skip
 
     # --- the hook -----------------------------------------------------------------------------------------

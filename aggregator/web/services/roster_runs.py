@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: Lookups of one job in flight at once (per worker); the sources' rate limits decide the pace, not this.
-CONCURRENCY = int(os.environ.get("CERTQ_JOBS_LOOKUP_CONCURRENCY", "32"))
+CONCURRENCY = int(os.environ.get("CERTQ_JOBS_LOOKUP_CONCURRENCY", "16"))
 #: Members verified, then stored with the job's progress, at a time: small enough that the first results show
 #: within a second or two and a taken-over job redoes little, large enough to keep every lookup slot busy.
 CHUNK = min(max(8, 2 * CONCURRENCY), 200)
@@ -60,6 +60,15 @@ def insert_ignoring_duplicates(engine: AsyncEngine, table: sa.Table) -> Any:
     """INSERT ... ON CONFLICT DO NOTHING in the engine's dialect."""
     dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
     return dialect.insert(table).on_conflict_do_nothing()
+
+
+def chunks(ids: Sequence[int], *, first: int = 8, size: int = CHUNK) -> Iterator[Sequence[int]]:
+    """`ids` in chunks growing from `first` to `size`: the first results show at once, the rest go in bulk."""
+    start, step = 0, min(first, size)
+    while start < len(ids):
+        yield ids[start : start + step]
+        start += step
+        step = min(step * 2, size)
 
 
 def days_to_expiry(certificates: Sequence[dict[str, Any]], today: date) -> int | None:
@@ -158,8 +167,7 @@ class RosterRuns:
         done = len(ids) - len(todo)
         await lease.progress(done=done, total=len(ids))
         insert = insert_ignoring_duplicates(self.engine, roster_results)
-        for start in range(0, len(todo), CHUNK):
-            chunk = todo[start : start + CHUNK]
+        for chunk in chunks(todo):
             async with self.engine.connect() as conn:
                 members = (
                     await conn.execute(sa.select(roster_members).where(roster_members.c.id.in_(chunk)))

@@ -121,11 +121,20 @@ class RosterService:
             if parsed.problems_total:
                 raise _rejected(parsed)
             raise Unprocessable("名单中没有成员", "the roster has no members")
-        return await self.store.create(
+        roster = await self.store.create(
             organisation=organisation_of(principal),
             name=roster_name(name),
             created_by=principal.key_id or "",
             members=parsed.members,
+        )
+        await self._audit(principal, roster.id, "created", members=roster.members, skipped=parsed.problems_total)
+        return roster
+
+    async def _audit(self, principal: Principal, roster_id: str, change: str, **more: Any) -> None:
+        """One "roster_change" audit entry: what changed, in counts, refs and settings; never a member's name,
+        number or ID number (the roster's name is the employer's own words, so it is left out too)."""
+        await self.services.audit.record_action(
+            principal, "roster_change", detail={"roster": roster_id, "change": change, **more}
         )
 
     async def create_from_file(
@@ -179,7 +188,9 @@ class RosterService:
         await self.get(principal, roster_id)
         if not item.get("ref"):
             raise Unprocessable("新成员须有工号（ref）", "a member added later needs its reference (ref)")
-        return await self.store.add_member(roster_id, self._member(item))
+        member = await self.store.add_member(roster_id, self._member(item))
+        await self._audit(principal, roster_id, "member_added", ref=member.ref, monitored=member.monitored)
+        return member
 
     async def update_member(self, principal: Principal, roster_id: str, ref: str, item: Mapping[str, Any]) -> Member:
         """Change a member's fields (those given; the others stay); its reference stays."""
@@ -192,12 +203,15 @@ class RosterService:
         updated = await self.store.update_member(roster_id, ref, self._member(merged))
         if updated is None:
             raise RouteNotFound(f"member {ref}")
+        fields = sorted(k for k in ("number", "name", "id_number", "team") if getattr(current, k) != getattr(updated, k))
+        await self._audit(principal, roster_id, "member_updated", ref=ref, fields=fields)
         return updated
 
     async def remove_member(self, principal: Principal, roster_id: str, ref: str) -> None:
         await self.get(principal, roster_id)
         if not await self.store.remove_member(roster_id, ref):
             raise RouteNotFound(f"member {ref}")
+        await self._audit(principal, roster_id, "member_removed", ref=ref)
 
     # --- runs ------------------------------------------------------------------------------------------------
 
@@ -224,7 +238,11 @@ class RosterService:
             await start_monitoring(engine, roster.id, every_h=settings.every_h, now=time.time())
         else:
             await stop_monitoring(engine, roster.id)
-        return await self.get(principal, roster_id)
+        now = await self.get(principal, roster_id)
+        await self._audit(principal, roster.id, "monitoring", enabled=now.monitor, every_h=now.monitor_every_h,
+                          expiry_warn_days=now.expiry_warn_days, inconclusive_after_days=now.inconclusive_after_days,
+                          members=now.members)
+        return now
 
     async def start_run(self, principal: Principal, roster_id: str) -> Job:
         """Queue a verification of every member (the job engine runs it; the caller polls the job)."""
