@@ -57,6 +57,9 @@ async def _database(home: Home) -> Check:
     try:
         latest = await store.latest_batches()
         took = (time.perf_counter() - started) * 1000
+    except Exception as e:  # noqa: BLE001 - reported, not raised (a database of another certq version ...)
+        return Check("数据库 database", "fail", f"{_hide_password(url)}: {type(e).__name__}: {str(e)[:200]}",
+                     "is it certq's database, at this version? (migrations run at start-up)")  # fmt: skip
     finally:
         await store.close()
     uploads = ", ".join(f"{d.value} {b.quarter}" for d, b in sorted(latest.items())) or "no uploads yet"
@@ -112,6 +115,30 @@ async def _sources(settings: Settings) -> list[Check]:
     return checks
 
 
+async def _jobs(home: Home) -> Check:
+    from aggregator.jobs import JobStore
+    from aggregator.records.store import RecordStore, normalise_database_url
+
+    try:
+        store = await RecordStore.open(normalise_database_url(home.database_url))
+    except Exception as e:  # noqa: BLE001 - the database check above reports it
+        return Check("后台任务 jobs", "fail", f"database: {type(e).__name__}")
+    try:
+        jobs = JobStore(store.engine)
+        counts = await jobs.summary()
+        workers = await jobs.live_workers()
+    finally:
+        await store.close()
+    waiting = counts.get("queued", 0) + counts.get("running", 0)
+    text = f"{waiting} queued or running, {counts.get('failed', 0)} failed"
+    if store.engine.dialect.name != "postgresql":
+        return Check("后台任务 jobs", "ok", f"in-process (certq serve / demo run them); {text}")
+    if not workers:
+        return Check("后台任务 jobs", "warn" if not waiting else "fail", f"no certq worker alive; {text}",
+                     "start `certq worker` (as many as you like, on any machine)")  # fmt: skip
+    return Check("后台任务 jobs", "ok", f"{workers} worker(s) alive; {text}")
+
+
 async def run_checks(home: Home) -> list[Check]:
     settings_file = str(home.settings_file) if home.settings_file else "none (defaults and environment)"
     checks = [Check("家目录 home", "ok", f"{home.path.resolve()}; settings: {settings_file}")]
@@ -123,6 +150,7 @@ async def run_checks(home: Home) -> list[Check]:
         settings = None
     checks.append(await _database(home))
     checks.append(await _redis(home))
+    checks.append(await _jobs(home))
     if settings is not None:
         checks += await _sources(settings)
     from aggregator.receipts.cli import signing_key_status

@@ -18,8 +18,10 @@ one number, a few percent of dates in other spellings, a lower-case x now and th
 (2) lookup on the store just imported: p50/p99/max of `RecordStore.find` by certificate number and by ID
     number, existing and missing numbers (aim p99 < 5 ms), and of a whole `Gateway.lookup` with the four
     records sources only and the in-process cache, every lookup a distinct number (so a cache miss);
-(3) optional, with --postgres: the same import into PostgreSQL (a fresh schema, dropped afterwards) against a
-    `COPY ... FROM STDIN (FORMAT csv)` of the file into a text table, and `find` latencies there.
+(3) optional, with --postgres (or --only-postgres): the same import into PostgreSQL (fresh schemas, dropped
+    afterwards) against psql's `\\copy ... (FORMAT csv)` of the file into a 12-column text table (the baseline:
+    aim >= 0.5x) and asyncpg's `COPY ... FROM STDIN`, in interleaved rounds (with --compare-with, the other
+    code's import too), with the importing child's client CPU and peak RSS; then `find` latencies there.
 
 --compare-with DIR runs (1) and (2) also on another copy of the code (e.g. the last commit's), for before/after
 figures from the same run. Only loopback is used. The PostgreSQL URL is --database-url, else
@@ -560,7 +562,15 @@ def pg_url_from_env() -> str:
 
 
 async def bench_postgres(
-    url: str, csv_path: Path, rows: int, existing: list[tuple[str, str]], missing: list[str], warmup: int
+    url: str,
+    csv_path: Path,
+    rows: int,
+    existing: list[tuple[str, str]],
+    missing: list[str],
+    warmup: int,
+    *,
+    repeat: int = 1,
+    before: Path | None = None,
 ) -> None:
     import asyncpg
 
@@ -570,33 +580,78 @@ async def bench_postgres(
     schema = f"certq_bench_{uuid.uuid4().hex[:8]}"
     conn = await asyncpg.connect(plain)
     version = await conn.fetchval("SHOW server_version")
-    print(f"\n(3) PostgreSQL {version}: import of {rows:,} rows into a fresh schema {schema}")
+    print(
+        f"\n(3) PostgreSQL {version}: import of {rows:,} rows into a fresh schema {schema}"
+        f" ({repeat} interleaved round(s), medians)"
+    )
     try:
         await conn.execute(f"CREATE SCHEMA {schema}")
         columns = ", ".join(f'"{h}" text' for h in HEADER)
-        await conn.execute(f"CREATE TABLE {schema}.records_raw ({columns})")
-        started = time.perf_counter()
-        await conn.copy_to_table("records_raw", schema_name=schema, source=str(csv_path), format="csv", header=True)
-        copy_s = time.perf_counter() - started
-        started = time.perf_counter()
-        await conn.execute(f'CREATE INDEX ON {schema}.records_raw ("证书编号")')
-        await conn.execute(f'CREATE INDEX ON {schema}.records_raw ("身份证号")')
-        index_s = time.perf_counter() - started
-        child, _ = run_child(["--child", "import", str(csv_path), normalise_database_url(url), schema])
-        if child["status"] != "imported" or child["rows_imported"] != rows:
-            raise SystemExit(f"certq import did not import every row: {json.dumps(child, ensure_ascii=False)}")
-        imp = child["import_s"]
-        print(f"    {'COPY FROM STDIN (FORMAT csv) (baseline)':44s} {copy_s:7.2f} s  {rate(rows, copy_s)}")
-        print(f"    {'COPY + the 2 lookup indexes':44s} {copy_s + index_s:7.2f} s  {rate(rows, copy_s + index_s)}")
-        print(
-            f"    {'certq import_file':44s} {imp:7.2f} s  {rate(rows, imp)}   ratio {copy_s / imp:.3f},"
-            f" {(copy_s + index_s) / imp:.3f} against +indexes; CPU {child['import_cpu_s']:.2f} s;"
-            f" peak RSS {child['vm_hwm_kb'] / 1024:.0f} MB"
-        )
+        contenders = ["psql", "copy", "certq"] + (["before"] if before else [])
+        wall: dict[str, list[float]] = {k: [] for k in contenders}
+        index_s: list[float] = []
+        child: dict[str, dict[str, Any]] = {}
+        for _ in range(repeat):  # interleaved, so that a busy moment on the machine hurts every contender alike
+            for name in contenders:
+                if name in ("psql", "copy"):
+                    await conn.execute(f"DROP TABLE IF EXISTS {schema}.records_raw")
+                    await conn.execute(f"CREATE TABLE {schema}.records_raw ({columns})")
+                if name == "psql":  # psql's \copy: the client reads the file and streams it (the issue's baseline)
+                    copy = f"\\copy {schema}.records_raw FROM '{csv_path}' WITH (FORMAT csv, HEADER true)"
+                    wall[name].append(spawn(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", plain, "-c", copy]).wall)
+                elif name == "copy":  # asyncpg's COPY FROM STDIN of the file
+                    started = time.perf_counter()
+                    await conn.copy_to_table(
+                        "records_raw", schema_name=schema, source=str(csv_path), format="csv", header=True
+                    )
+                    wall[name].append(time.perf_counter() - started)
+                    started = time.perf_counter()
+                    await conn.execute(f'CREATE INDEX ON {schema}.records_raw ("证书编号")')
+                    await conn.execute(f'CREATE INDEX ON {schema}.records_raw ("身份证号")')
+                    index_s.append(time.perf_counter() - started)
+                else:
+                    own = f"{schema}_{name}"
+                    await conn.execute(f"DROP SCHEMA IF EXISTS {own} CASCADE")
+                    await conn.execute(f"CREATE SCHEMA {own}")
+                    out, _ = run_child(
+                        ["--child", "import", str(csv_path), normalise_database_url(url), own],
+                        code=before if name == "before" else None,
+                    )
+                    if out["status"] != "imported" or out["rows_imported"] != rows:
+                        raise SystemExit(f"certq import did not import every row: {json.dumps(out, ensure_ascii=False)}")
+                    wall[name].append(out["import_s"])
+                    child.setdefault(name, out)
+                    child[name].setdefault("peaks", []).append(out["vm_hwm_kb"])
+                    child[name].setdefault("cpus", []).append(out["import_cpu_s"])
+        w = {k: statistics.median(v) for k, v in wall.items()}
+        idx = statistics.median(index_s)
+        labels = {
+            "psql": "psql \\copy (FORMAT csv) (baseline)",
+            "copy": "asyncpg COPY FROM STDIN (FORMAT csv)",
+            "certq": "certq import_file",
+            "before": f"certq import_file, code in {before}",
+        }
+        print(f"    {'':44s} {'wall':>9s} {'rows/s':>14s}  ratio to psql \\copy")
+        for name in contenders:
+            extra = ""
+            if name in child:
+                extra = (
+                    f"   (client CPU {statistics.median(child[name]['cpus']):.2f} s,"
+                    f" peak RSS {max(child[name]['peaks']) / 1024:.0f} MB)"
+                )
+            print(f"    {labels[name]:44s} {w[name]:7.2f} s  {rate(rows, w[name])}  {w['psql'] / w[name]:8.3f}{extra}")
+        print(f"    {'COPY + the 2 lookup indexes':44s} {w['copy'] + idx:7.2f} s  {rate(rows, w['copy'] + idx)}")
+        ratio = w["psql"] / w["certq"]
+        print(f"    aim: certq >= 0.5x psql \\copy: {'met' if ratio >= 0.5 else 'NOT met'} ({ratio:.3f})")
+        if repeat > 1:
+            for name in contenders:
+                print(f"    {name} wall per round: " + ", ".join(f"{x:.2f}" for x in wall[name]) + " s")
+        if not existing:
+            return
         from aggregator.models import Department
         from aggregator.records.store import RecordStore
 
-        store = await RecordStore.open(url, connect_args={"server_settings": {"search_path": schema}})
+        store = await RecordStore.open(url, connect_args={"server_settings": {"search_path": f"{schema}_certq"}})
         try:
             mem = Department.MEM
             await timed([lambda n=n: store.find(mem, number=n) for n, _ in existing[:warmup]])
@@ -611,7 +666,8 @@ async def bench_postgres(
             await store.close()
         print_lookups(summary(res), rows)
     finally:
-        await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        for name in (schema, f"{schema}_certq", f"{schema}_before"):
+            await conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
         await conn.close()
 
 
@@ -669,16 +725,23 @@ def main(args: argparse.Namespace) -> None:
         f" generated in {time.perf_counter() - started:.1f} s"
     )
     rows = facts["rows"]
-    part = time.perf_counter()
-    db = bench_import_sqlite(csv_path, rows, args.repeat, args.compare_with)["db"]
-    print(f"    (part 1 took {time.perf_counter() - part:.0f} s)")
-    part = time.perf_counter()
-    existing, missing = lookups_part(args, db, rows)
-    print(f"    (part 2 took {time.perf_counter() - part:.0f} s)")
-    if args.postgres:
+    existing: list[tuple[str, str]] = []
+    missing: list[str] = []
+    if not args.only_postgres:
+        part = time.perf_counter()
+        db = bench_import_sqlite(csv_path, rows, args.repeat, args.compare_with)["db"]
+        print(f"    (part 1 took {time.perf_counter() - part:.0f} s)")
+        part = time.perf_counter()
+        existing, missing = lookups_part(args, db, rows)
+        print(f"    (part 2 took {time.perf_counter() - part:.0f} s)")
+    if args.postgres or args.only_postgres:
         part = time.perf_counter()
         url = args.database_url or pg_url_from_env()
-        asyncio.run(bench_postgres(url, csv_path, rows, existing, missing, args.warmup))
+        asyncio.run(
+            bench_postgres(
+                url, csv_path, rows, existing, missing, args.warmup, repeat=args.repeat, before=args.compare_with
+            )
+        )
         print(f"    (part 3 took {time.perf_counter() - part:.0f} s)")
     if not args.keep:
         for p in [*OUT.glob("*.sqlite3*"), OUT / "lookup-sample.json", csv_path]:
@@ -705,6 +768,9 @@ def parse_args() -> argparse.Namespace:
         "--postgres",
         action="store_true",
         help="(3) OPTIONAL: also import into PostgreSQL (a fresh schema, dropped afterwards)",
+    )
+    p.add_argument(
+        "--only-postgres", action="store_true", help="(3) only: the PostgreSQL import, no lookups (skips (1) and (2))"
     )
     p.add_argument("--database-url", default=None, help="(3) PostgreSQL URL (default: CERTQ_BENCH_DATABASE_URL, ...)")
     p.add_argument("--keep", action="store_true", help="keep the CSV and the database files in bench/out/")

@@ -3,6 +3,7 @@
     python bench/bench_web.py                                    # wrk if installed, else the Python load generator
     python bench/bench_web.py --redis                            # adds the Redis-cache rows (private redis-server)
     python bench/bench_web.py --duration 5 --load python         # shorter, without wrk
+    python bench/bench_web.py --redis --instances 2              # adds two Redis instances against two bare ones
 
 What runs (everything on loopback, every server in its own process, all started the same way):
 
@@ -14,7 +15,12 @@ What runs (everything on loopback, every server in its own process, all started 
   the Redis: --redis-url, else CERTQ_BENCH_REDIS_URL, else a private redis-server started for the run);
 - the baseline: a bare Starlette app with one route, GET /api/v1/certificates/{number}, that returns
   JSONResponse(document) where the document is the very answer certq gave for that number at warm-up
-  (same bytes, same size, re-serialised per request as any JSON endpoint does), served by uvicorn the same way.
+  (same bytes, same size, re-serialised per request as any JSON endpoint does), served by uvicorn the same way;
+- with --redis --instances 2, a second Redis-cache certq server (same Redis, same key prefix, same SQLite
+  database: two instances of one deployment) and a second bare server. The "x2" rows load both instances of
+  a pair at once, the connections (and wrk threads / load processes) split evenly between them; their req/s is
+  the sum over both, their latency percentiles the worse of the two, and their ratio is against the two bare
+  servers loaded the same way (the aggregate aim of issue 13).
 
 Each number is looked up twice before measuring (the second answer must come from the cache for every source
 that was asked), then wrk (`-t THREADS -c CONNS -d DURATION --latency`, a Lua script cycling through the
@@ -45,6 +51,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -164,7 +171,7 @@ class Result:
     p90_ms: float
     p99_ms: float
     max_ms: float
-    rps: float = 0.0  # requests / seconds unless given (a median over rounds)
+    rps: float = 0.0  # requests / seconds unless given (a median over rounds, a sum over instances)
 
     def __post_init__(self) -> None:
         if not self.rps and self.seconds:
@@ -285,6 +292,23 @@ def median_result(rs: list[Result]) -> Result:
     )
 
 
+def combined(label: str, rs: list[Result]) -> Result:
+    """Instances loaded at the same time as one row: req/s summed, the worst of each latency percentile."""
+    return Result(
+        target=label,
+        connections=sum(r.connections for r in rs),
+        requests=sum(r.requests for r in rs),
+        seconds=max(r.seconds for r in rs),
+        non2xx=sum(r.non2xx for r in rs),
+        socket_errors=sum(r.socket_errors for r in rs),
+        p50_ms=max(r.p50_ms for r in rs),
+        p90_ms=max(r.p90_ms for r in rs),
+        p99_ms=max(r.p99_ms for r in rs),
+        max_ms=max(r.max_ms for r in rs),
+        rps=sum(r.rps for r in rs),
+    )
+
+
 def run_python_load(target: Target, procs: int, conns: int, duration: int) -> Result:
     per = [conns // procs + (1 if i < conns % procs else 0) for i in range(procs)]
     running = [
@@ -379,6 +403,8 @@ def measure(args: argparse.Namespace, wrk: str | None, redis: BenchRedis | None)
                 ("certq-redis", {"kind": "certq", "database_url": env.database_url, "redis_url": redis_url,
                                  "prefix": prefix, **common})
             )  # fmt: skip
+        if redis_url and args.instances == 2:  # the same deployment's second instance: same Redis, prefix, database
+            certq_specs.append(("certq-redis-b", dict(certq_specs[-1][1])))
         certq_servers = [start_server(name, spec, workdir) for name, spec in certq_specs]
         servers += certq_servers
         for s in certq_servers:
@@ -390,10 +416,20 @@ def measure(args: argparse.Namespace, wrk: str | None, redis: BenchRedis | None)
         cache_label = {"certq": "memory cache", "certq-redis": "Redis cache"}
         targets: list[Target] = []
         warmed: dict[str, dict[str, Any]] = {}
+        # a row loaded on several instances at once: its label -> the other instances' targets
+        also: dict[str, list[Target]] = {}
         for s in certq_servers:
             for role, paths, headers in (("public", public_paths, {}), ("employer", employer_paths, auth)):
-                t = Target(f"certq, {cache_label[s.name]}, {role}", s, paths, headers)
-                warmed[t.label] = warm(t)
+                if s.name == "certq-redis-b":
+                    first = next(t for t in targets if t.label == f"certq, Redis cache, {role}")
+                    t = Target(f"certq x2, Redis cache, {role}", first.server, paths, headers)
+                    second = Target(t.label + " (b)", s, paths, headers)
+                    warm(second)
+                    also[t.label] = [second]
+                    warmed[t.label] = warmed[first.label]
+                else:
+                    t = Target(f"certq, {cache_label[s.name]}, {role}", s, paths, headers)
+                    warmed[t.label] = warm(t)
                 targets.append(t)
 
         public_docs = warmed[targets[0].label]["docs"]
@@ -405,16 +441,40 @@ def measure(args: argparse.Namespace, wrk: str | None, redis: BenchRedis | None)
         bare_target = Target("bare Starlette JSON endpoint", bare, public_paths)
         warmed[bare_target.label] = warm_bare(bare_target, public_docs)
         targets.insert(0, bare_target)
+        baseline = {t.label: bare_target for t in targets}  # each row's ratio is against ...
+        if also:  # ... the bare endpoint, or for the x2 rows two bare servers loaded at once
+            bare_b = start_server("bare-b", {"kind": "bare", "docs": str(docs_file), **common}, workdir)
+            servers.append(bare_b)
+            wait_ready(bare_b, public_paths[0])
+            bare2 = Target("bare Starlette JSON endpoint x2", bare, public_paths)
+            second = Target(bare2.label + " (b)", bare_b, public_paths)
+            warm_bare(second, public_docs)
+            also[bare2.label] = [second]
+            warmed[bare2.label] = warmed[bare_target.label]
+            at = next(i for i, t in enumerate(targets) if t.label in also)
+            targets.insert(at, bare2)
+            for t in targets[at:]:
+                baseline[t.label] = bare2
 
         for t in targets:
             sizes = warmed[t.label]["sizes"]
             extra = f", verdicts {', '.join(warmed[t.label]['verdicts'])}" if "verdicts" in warmed[t.label] else ""
             print(f"    {t.label:38s} answer {min(sizes)}-{max(sizes)} bytes{extra}")
 
-        def load(t: Target, conns: int, duration: int) -> Result:
+        def load_one(t: Target, threads: int, conns: int, duration: int) -> Result:
             if wrk:
-                return run_wrk(wrk, t, args.threads, conns, duration, workdir)
-            return run_python_load(t, args.threads, conns, duration)
+                return run_wrk(wrk, t, threads, conns, duration, workdir)
+            return run_python_load(t, threads, conns, duration)
+
+        def load(t: Target, conns: int, duration: int) -> Result:
+            parts = [t, *also.get(t.label, [])]
+            if len(parts) == 1:
+                return load_one(t, args.threads, conns, duration)
+            n = len(parts)
+            threads, per = max(1, args.threads // n), max(1, conns // n)
+            with ThreadPoolExecutor(n) as pool:  # every instance of the row under load at the same time
+                rs = list(pool.map(lambda p: load_one(p, threads, per, duration), parts))
+            return combined(t.label, rs)
 
         if args.warmup:
             print(f"\nwarm-up: {args.warmup} s at {args.connections} connections per target (not reported)")
@@ -447,11 +507,10 @@ def measure(args: argparse.Namespace, wrk: str | None, redis: BenchRedis | None)
         )
 
         print(
-            f"\nsummary (ratio = certq req/s / bare req/s at the same connection count; aim >= {args.aim})"
+            f"\nsummary (ratio = certq req/s / bare req/s at the same connection count; x2 rows: both instances"
+            f" together against both bare servers; aim >= {args.aim})"
             + (f"; each figure the median of {args.rounds} rounds" if args.rounds > 1 else "")
         )
-        bare_c = results[(bare_target.label, args.connections)].rps
-        bare_p = results[(bare_target.label, args.p99_connections)].rps
         print(
             f"| target | req/s, {args.connections} conns | ratio | req/s, {args.p99_connections} conns | ratio |"
             f" p50, {args.p99_connections} conns | p99, {args.p99_connections} conns | non-2xx |"
@@ -461,8 +520,11 @@ def measure(args: argparse.Namespace, wrk: str | None, redis: BenchRedis | None)
         for t in targets:
             a, b = results[(t.label, args.connections)], results[(t.label, args.p99_connections)]
             all_valid &= a.valid and b.valid
-            ratio_a = "" if t is bare_target else f"{a.rps / bare_c:.2f}"
-            ratio_b = "" if t is bare_target else f"{b.rps / bare_p:.2f}"
+            base = baseline[t.label]
+            bare_c = results[(base.label, args.connections)].rps
+            bare_p = results[(base.label, args.p99_connections)].rps
+            ratio_a = "" if t.label.startswith("bare") else f"{a.rps / bare_c:.2f}"
+            ratio_b = "" if t.label.startswith("bare") else f"{b.rps / bare_p:.2f}"
             print(
                 f"| {t.label} | {a.rps:,.0f} | {ratio_a} | {b.rps:,.0f} | {ratio_b} | {b.p50_ms:.1f} ms |"
                 f" {b.p99_ms:.1f} ms | {a.non2xx + b.non2xx + a.socket_errors + b.socket_errors} |"
@@ -512,6 +574,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--redis", action="store_true", help="adds Redis-cache rows")
     p.add_argument("--redis-url", default=None,
                    help="implies --redis: this Redis (default: CERTQ_BENCH_REDIS_URL, else a private redis-server)")
+    p.add_argument("--instances", type=int, choices=[1, 2], default=1,
+                   help="2: also two Redis-cache instances (one Redis, one database) against two bare servers")
     p.add_argument("--aim", type=float, default=0.5, help="the ratio aimed for")
     p.add_argument("--json", default=None, help="also write the raw results to this file")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (database, server logs)")
@@ -522,6 +586,8 @@ def parse_args() -> argparse.Namespace:
         p.error("--threads must be 1..16 and connections 1..2000")
     if args.threads > min(args.connections, args.p99_connections):
         p.error("--threads must not exceed the connection counts")
+    if args.instances == 2 and not (args.redis or args.redis_url):
+        p.error("--instances 2 needs --redis (instances share their cache through Redis)")
     return args
 
 

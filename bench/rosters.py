@@ -100,7 +100,7 @@ async def add_roster(engine, roster_id: str, numbers: list[str], *, monitor: boo
         )
 
 
-async def run_roster(engine, job_store, submit, roster_id: str, n: int, workers: list) -> dict:
+async def run_roster(engine, job_store, submit, roster_id: str, n: int, workers: list, window: float = 0) -> dict:
     import sqlalchemy as sa
 
     from aggregator.records.schema import roster_results
@@ -121,7 +121,13 @@ async def run_roster(engine, job_store, submit, roster_id: str, n: int, workers:
         j = await job_store.get(job.id)
         if j.status in ("finished", "failed", "cancelled"):
             break
-    elapsed = (j.finished_at - j.started_at).total_seconds()
+        if window and j.started_at and (datetime.now(UTC) - j.started_at).total_seconds() >= window:
+            j = await job_store.get(job.id)
+            await job_store.cancel(job.id)
+            cut = datetime.now(UTC)
+            elapsed = (cut - j.started_at).total_seconds()
+            return {"status": f"cut after {window:g} s", "error": None, "members": j.done, "seconds": elapsed,
+                    "rate": j.done / elapsed, "first_s": first, "peak_mb": peak, "counts": None}
     async with engine.connect() as conn:
         reason = roster_results.c.result["verdict_reason"].as_string()
         reasons = (await conn.execute(
@@ -202,7 +208,7 @@ async def main(args: argparse.Namespace) -> None:
                                                 str(ROOT / "bench" / f"rosters-worker{n_workers}.svg"), "-r", "50"])
                     await asyncio.sleep(3)  # start-up
                     try:
-                        r = await run_roster(store.engine, job_store, engine.submit, roster, args.members, workers)
+                        r = await run_roster(store.engine, job_store, engine.submit, roster, args.members, workers, args.window)
                     finally:
                         for w in workers:
                             stop(w)
@@ -230,6 +236,7 @@ if __name__ == "__main__":
     parser.add_argument("--monitor", type=int, default=1_000_000)
     parser.add_argument("--pg", default=os.environ.get("CERTQ_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"))
     parser.add_argument("--redis-url", default=None)
+    parser.add_argument("--window", type=float, default=0, help="cancel a run after this many seconds (0: run to the end)")
     parser.add_argument("--workers", type=lambda v: [int(x) for x in v.split(",")], default=[1, 2],
                         help="worker counts to run, e.g. 1,2")
     parser.add_argument("--profile", action="store_true", help="py-spy record the first worker (needs py-spy)")

@@ -181,8 +181,9 @@ class AuditEntry:
         return out
 
     def row(self) -> dict[str, Any]:
-        """The columns to insert (the chain's are added by the writer)."""
-        out = {k: v for k, v in asdict(self).items() if k not in ("id", "seq", "prev_hash", "hash")}
+        """The columns to insert (the chain's are added by the writer). Every field is a plain value, so no
+        `asdict` (which deep-copies) is needed."""
+        out = {k: getattr(self, k) for k in _ROW_FIELDS}
         out["at"] = self.at.astimezone(UTC)
         return out
 
@@ -195,3 +196,4 @@ class AuditEntry:
 
 
 _FIELDS = frozenset(AuditEntry.__dataclass_fields__)
+_ROW_FIELDS = tuple(k for k in AuditEntry.__dataclass_fields__ if k not in ("id", "seq", "prev_hash", "hash"))

@@ -198,6 +198,23 @@ class JobStore:
         assert job is not None
         return Lease(self, job, worker)
 
+    async def summary(self) -> dict[str, int]:
+        """How many jobs are in each status."""
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(sa.select(jobs.c.status, sa.func.count()).group_by(jobs.c.status))).all()
+        return {status: n for status, n in rows}
+
+    async def live_workers(self, within_s: float = 60.0) -> int | None:
+        """`certq worker` processes that sent a heartbeat lately (PostgreSQL: Procrastinate's table; None where
+        there is no such table: the embedded default, or before any worker started)."""
+        if self.engine.dialect.name != "postgresql":
+            return None
+        async with self.engine.connect() as conn:
+            if (await conn.execute(sa.text("SELECT to_regclass('procrastinate_workers')"))).scalar() is None:
+                return None
+            q = sa.text("SELECT count(*) FROM procrastinate_workers WHERE last_heartbeat > now() - make_interval(secs => :s)")
+            return int((await conn.execute(q, {"s": within_s})).scalar_one())
+
     async def orphans(self, *, queued_for_s: float = 60.0, limit: int = 100) -> list[str]:
         """Jobs nobody is running: running with a lapsed lease (its worker died), or queued for a while
         (the message that should have started it was lost, e.g. an in-process engine that restarted)."""

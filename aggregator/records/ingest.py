@@ -14,6 +14,8 @@ import os
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from itertools import repeat
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -180,6 +182,10 @@ class RecordIngest:
         department, partial, sqlite = batch.department, batch.partial, self._sqlite
         tally = _Tally(upload)
         outcome: BatchReport | None = None
+        empty = False
+        if not sqlite:  # asked outside the import's transaction, so that it holds no lock on records yet
+            async with self.engine.connect() as conn:
+                empty = (await conn.execute(sa.text("SELECT 1 FROM records LIMIT 1"))).first() is None
         async with self.engine.connect() as conn:
             await conn.execution_options(certq_write=True)
             transaction = await conn.begin()
@@ -188,25 +194,35 @@ class RecordIngest:
                     await conn.execute(
                         sa.text("SELECT pg_advisory_xact_lock(:c, :d)"), {"c": LOCK_CLASS, "d": _DEPT_LOCK[department]}
                     )
+                    if empty:  # the bulk load below drops indexes: its lock first, before any other on the table
+                        await conn.exec_driver_sql("LOCK TABLE records IN ACCESS EXCLUSIVE MODE")
                 existing = await _live_batch(conn, department, batch.sha256, batch.quarter)
                 if existing is not None:  # imported by someone else while this file was being opened
                     raise AlreadyImported(existing, department, batch.sha256)
                 batch_id = await _insert_batch(conn, batch, status="importing")
-                bulk = sqlite and (await conn.execute(sa.text("SELECT 1 FROM records LIMIT 1"))).first() is None
+                # An empty table: build the lookup indexes once at the end instead of row by row. PostgreSQL: only
+                # under the lock taken above (another department's import into the still empty table waits for
+                # this one, instead of both dropping indexes and deadlocking), and lookups wait for this commit.
+                bulk = sqlite or empty
+                if bulk:
+                    bulk = (await conn.execute(sa.text("SELECT 1 FROM records LIMIT 1"))).first() is None
                 if sqlite:
                     await conn.exec_driver_sql("PRAGMA cache_size=-65536")
-                if bulk:  # an empty table: build the lookup indexes once at the end instead of row by row
+                if bulk:
                     for index in LOOKUP_INDEXES:
                         await conn.run_sync(lambda c, i=index: i.drop(c))
                 low = int((await conn.execute(sa.select(sa.func.coalesce(sa.func.max(records.c.id), 0)))).scalar())
-                insert = self._bulk_insert(batch_id, department)
                 try:
-                    async for chunk in _chunks(upload):
-                        tally.add(chunk)
-                        if chunk.records and (partial or not tally.rows_rejected):
-                            await insert(conn, chunk.records)
-                        if progress is not None:
-                            progress(tally.rows_total, chunk.bytes_done, upload.source.bytes_total)
+                    if sqlite:
+                        insert = self._bulk_insert(batch_id, department)
+                        async for chunk in _chunks(upload):
+                            tally.add(chunk)
+                            if chunk.records and (partial or not tally.rows_rejected):
+                                await insert(conn, chunk.records)
+                            if progress is not None:
+                                progress(tally.rows_total, chunk.bytes_done, upload.source.bytes_total)
+                    else:
+                        await _copy_upload(conn, upload, tally, batch_id, department, partial=partial, progress=progress)
                 except UnreadableFile as e:  # a CSV that breaks part-way: the rest cannot be trusted
                     for problem in e.problems:
                         tally.file_problem(problem.reason, problem.line)
@@ -341,36 +357,17 @@ class RecordIngest:
         return report
 
     def _bulk_insert(self, batch_id: int, department: Department) -> Any:
-        """A coroutine function inserting record tuples (see `importer.RECORD_COLUMNS`) into this batch."""
-        if self._sqlite:
-            sql = (
-                f"INSERT INTO records (batch_id, department, is_current, {', '.join(RECORD_COLUMNS)}) "
-                f"VALUES ({int(batch_id)}, '{department.value}', 1, {', '.join('?' * len(RECORD_COLUMNS))})"
-            )
+        """A coroutine function inserting record tuples (see `importer.RECORD_COLUMNS`) into this batch (SQLite;
+        PostgreSQL's rows go through one COPY, see `_copy_upload`)."""
+        sql = (
+            f"INSERT INTO records (batch_id, department, is_current, {', '.join(RECORD_COLUMNS)}) "
+            f"VALUES ({int(batch_id)}, '{department.value}', 1, {', '.join('?' * len(RECORD_COLUMNS))})"
+        )
 
-            async def insert_sqlite(conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> None:
-                await conn.exec_driver_sql(sql, rows)
+        async def insert_sqlite(conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> None:
+            await conn.exec_driver_sql(sql, rows)
 
-            return insert_sqlite
-
-        columns = ["batch_id", "department", "is_current", *RECORD_COLUMNS]
-        dates = [i for i, name in enumerate(RECORD_COLUMNS) if name in importer.DATE_COLUMNS]
-        head = (batch_id, department.value, True)
-
-        def typed(row: tuple[Any, ...]) -> tuple[Any, ...]:
-            values = list(row)
-            for i in dates:
-                if values[i] is not None:
-                    values[i] = date.fromisoformat(values[i])
-            return head + tuple(values)
-
-        async def insert_postgresql(conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> None:
-            raw = await conn.get_raw_connection()
-            await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
-                "records", records=[typed(r) for r in rows], columns=columns
-            )
-
-        return insert_postgresql
+        return insert_sqlite
 
     async def _supersede(self, conn: AsyncConnection, department: Department, span: dict[str, Any]) -> tuple[int, int]:
         """Keep one current row per certificate: the one from the newest (quarter, batch). Returns how many
@@ -509,6 +506,92 @@ async def _finish_batch(conn: AsyncConnection, report: BatchReport) -> None:
 
 
 # --- The chunks and their tally ------------------------------------------------------------------
+
+
+async def _copy_upload(
+    conn: AsyncConnection,
+    upload: Upload,
+    tally: _Tally,
+    batch_id: int,
+    department: Department,
+    *,
+    partial: bool,
+    progress: ProgressCallback | None,
+) -> None:
+    """PostgreSQL: the upload's records into this batch through ONE binary `COPY`, fed chunk by chunk while the
+    next chunk is read and validated in a worker thread (`_prefetched_chunks`), so that the server stores one
+    chunk while this process validates the next. Counts go to `tally` as `_import`'s SQLite loop does; once a
+    row is rejected (and not `partial`) no more rows are sent, the file still read to the end for the report.
+
+    A file that breaks part-way (`UnreadableFile`) ends the COPY cleanly (an aborted COPY would abort the
+    transaction, and the report's queries after it) and is raised after it; `_import` then rolls back."""
+    broken: list[UnreadableFile] = []
+    dates = [i for i, name in enumerate(RECORD_COLUMNS) if name in importer.DATE_COLUMNS]
+    pg_dates = _PgDates()
+
+    async def rows() -> AsyncIterator[tuple[Any, ...]]:
+        try:
+            async for chunk in _prefetched_chunks(upload):
+                tally.add(chunk)
+                if chunk.records and (partial or not tally.rows_rejected):
+                    # Column by column (C-level maps; dates through a cache: a file repeats few of them)
+                    columns = [list(map(itemgetter(i), chunk.records)) for i in range(len(RECORD_COLUMNS))]
+                    for i in dates:
+                        columns[i] = pg_dates.convert(columns[i])
+                    for row in zip(repeat(batch_id), repeat(department.value), repeat(True), *columns):
+                        yield row
+                if progress is not None:
+                    progress(tally.rows_total, chunk.bytes_done, upload.source.bytes_total)
+        except UnreadableFile as e:
+            broken.append(e)
+
+    raw = await conn.get_raw_connection()
+    await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
+        "records", records=rows(), columns=["batch_id", "department", "is_current", *RECORD_COLUMNS]
+    )
+    if broken:
+        raise broken[0]
+
+
+class _PgDates:
+    """ISO date text -> `date` for asyncpg's binary COPY, through a (bounded) cache: one `fromisoformat` per
+    distinct date of the file, not per cell."""
+
+    _MISS = object()
+
+    def __init__(self) -> None:
+        self._cache: dict[str | None, date | None] = {None: None}
+
+    def convert(self, values: list[str | None]) -> list[Any]:
+        out: list[Any] = list(map(self._cache.get, values, repeat(self._MISS)))
+        if self._MISS in out:
+            if len(self._cache) > 100_000:
+                self._cache = {None: None}
+            for k, value in enumerate(out):
+                if value is self._MISS:
+                    text: str = values[k]  # type: ignore[assignment]
+                    out[k] = self._cache[text] = date.fromisoformat(text)
+        return out
+
+
+async def _prefetched_chunks(upload: Upload) -> AsyncIterator[Chunk]:
+    """As `_chunks`, but the next chunk is already being read and validated in a worker thread while the caller
+    handles the current one. The worker is always awaited before this ends (the file is closed after it)."""
+    iterator: Iterator[Chunk] = upload.chunks(CHUNK_ROWS)
+    done = object()
+    pending: asyncio.Future[Any] = asyncio.ensure_future(asyncio.to_thread(next, iterator, done))
+    try:
+        while True:
+            chunk = await pending
+            if chunk is done:
+                return
+            pending = asyncio.ensure_future(asyncio.to_thread(next, iterator, done))
+            yield chunk
+    finally:
+        if not pending.done():
+            await asyncio.wait([pending])
+        if not pending.cancelled():
+            pending.exception()  # retrieved: an error of a chunk nobody will read is not "never retrieved"
 
 
 async def _chunks(upload: Upload) -> AsyncIterator[Chunk]:

@@ -21,6 +21,8 @@ Where the tried names live, so that the budget holds across processes and machin
 
 - Redis (when the app has a client): one set per caller, certificate and day, decided by one Lua script
   (tried already → yes; fewer than the budget → add, yes; else no), expiring an hour after the day ends.
+  Calls that arrive while a script call is in flight go together into the next one (one round trip for
+  many requests; the script decides their pairs in order, call after call, as separate calls would).
 - the database table `name_checks` without Redis and while Redis is down (`RedisHealth`): one write
   transaction per call that reads what the caller tried and inserts what is new, serialised per caller and
   day (SQLite: BEGIN IMMEDIATE; PostgreSQL: an advisory transaction lock), so concurrent requests on any
@@ -215,6 +217,9 @@ class DatabaseNames:
         task.add_done_callback(self._tasks.discard)
 
 
+_Waiting = tuple[str, date, list[tuple[str, str]], "asyncio.Future[list[bool]]"]  # caller, day, pairs, answer
+
+
 class NameBudget:
     """The budget, in Redis when a client is given (the database while Redis is down), else in the database."""
 
@@ -238,6 +243,8 @@ class NameBudget:
         self._client = client
         self._script = client.register_script(_LUA) if client is not None else None
         self.health = health or RedisHealth(timeout_s=0.25, recheck_s=1.0, name="Redis (name checks)")
+        self._waiting: list[_Waiting] = []  # Redis calls queued for the next script call
+        self._sender: asyncio.Task[None] | None = None
 
     async def admit(self, caller: str, number: str, name: str) -> bool:
         """Whether `caller` may have `name` checked against certificate `number` (already normalised) now."""
@@ -290,12 +297,48 @@ class NameBudget:
             raise NameBudgetUnavailable(str(e)) from e
 
     async def _redis(self, caller: str, day: date, items: list[tuple[str, str]]) -> list[bool]:
+        """Queued for the next script call (see the module doc); its own answers, or the call's Redis error."""
+        done: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
+        self._waiting.append((caller, day, items, done))
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.create_task(self._send(), name="certq-name-budget")
+        return await done
+
+    async def _send(self) -> None:
+        """One script call per day among the queued calls (one in practice), until the queue is empty."""
+        calls: list[_Waiting] = []
+        try:
+            while self._waiting:
+                queued, self._waiting = self._waiting, []
+                for day in dict.fromkeys(c[1] for c in queued):
+                    calls = [c for c in queued if c[1] == day and not c[3].done()]  # done: its caller gave up
+                    try:
+                        answers = await self._script_call(day, calls)
+                    except Exception as e:  # noqa: BLE001 - each caller gets it (RedisHealth falls back)
+                        for *_, done in calls:
+                            if not done.done():
+                                done.set_exception(e)
+                    else:
+                        at = 0
+                        for _, _, items, done in calls:
+                            if not done.done():
+                                done.set_result(answers[at : at + len(items)])
+                            at += len(items)
+                    calls = []
+        finally:  # cancelled (shutdown): nobody may wait for an answer that will not come
+            for *_, done in calls + self._waiting:
+                if not done.done():
+                    done.set_exception(NameBudgetUnavailable("the name-check budget stopped"))
+            self._waiting = []
+
+    async def _script_call(self, day: date, calls: list[_Waiting]) -> list[bool]:
         assert self._script is not None
         keys: dict[str, int] = {}
         args: list[Any] = [self.per_certificate, self._ttl_s(day)]
-        for number, digest in items:
-            index = keys.setdefault(f"{self._prefix}:web:names:{day.isoformat()}:{caller}:{number}", len(keys) + 1)
-            args += [index, digest]
+        for caller, _, items, _ in calls:
+            for number, digest in items:
+                key = f"{self._prefix}:web:names:{day.isoformat()}:{caller}:{number}"
+                args += [keys.setdefault(key, len(keys) + 1), digest]
         result = await self._script(keys=list(keys), args=args)
         return [bool(int(v)) for v in result]
 

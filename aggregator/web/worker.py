@@ -53,7 +53,7 @@ async def run_worker(*, concurrency: int, database_url: str | None, redis_url: s
 def worker_command(concurrency: int, database_url: str | None, redis_url: str | None) -> None:
     """Run jobs: roster runs, monitoring, campaigns, webhook deliveries (运行后台任务).
 
-    Start as many as you like against one PostgreSQL database; stop with Ctrl-C (a job in hand is taken over by
+    Start as many as you like against one PostgreSQL database; stop with Ctrl-C or SIGTERM (a job in hand is taken over by
     another worker once its lease runs out)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

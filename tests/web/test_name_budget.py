@@ -422,6 +422,45 @@ def test_the_window_counts_a_cost_in_full_or_not_at_all() -> None:
 
 
 @pytest.mark.redis
+async def test_concurrent_callers_on_redis_go_together_and_never_get_more_than_the_budget(
+    sqlite_store: RecordStore, redis_url: str
+) -> None:
+    """Calls made at once share script calls (issue 13), yet each caller gets its own answers in its own order:
+    exactly five names per caller and certificate, a repeated name free, another caller untouched."""
+    import uuid
+
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(redis_url)
+    prefix = f"certq-test-{uuid.uuid4().hex[:12]}"
+    budget = NameBudget(sqlite_store.engine, client, per_certificate=5, salt="s", prefix=prefix)
+    sent = 0
+    script = budget._script
+
+    async def counted(**kw: Any) -> Any:
+        nonlocal sent
+        sent += 1
+        return await script(**kw)  # type: ignore[misc]
+
+    budget._script = counted  # type: ignore[assignment]
+    names = [f"名{i}" for i in range(40)]
+    try:
+        calls = [budget.admit("key:a", MEM_NUMBER, n) for n in names + names[:10]]
+        calls += [budget.admit_many("key:b", [(MEM_NUMBER, n) for n in names[:7]])]  # type: ignore[list-item]
+        *results, b = await asyncio.gather(*calls)
+        admitted = [n for n, ok in zip(names + names[:10], results, strict=True) if ok]
+        assert admitted == names[:5] + names[:5]  # in the order asked; the repeats cost nothing
+        assert b == [True] * 5 + [False] * 2
+        assert sent < len(calls)  # grouped: fewer round trips than calls
+        assert not budget.health.down and budget.health.fallbacks == 0
+    finally:
+        keys = [k async for k in client.scan_iter(match=f"{prefix}:*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+
+
+@pytest.mark.redis
 async def test_the_shared_window_counts_a_cost_as_the_local_one_does(redis_url: str) -> None:
     import uuid
 

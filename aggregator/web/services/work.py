@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import TYPE_CHECKING
 
 from aggregator.jobs import Job, JobEngine, JobStore
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from aggregator.web.config import WebConfig
     from aggregator.web.roles import Principal
     from aggregator.web.services import Services
+
+log = logging.getLogger(__name__)
 
 
 def build_engine(services: Services, *, database_url: str, lease_s: float | None = None) -> JobEngine:
@@ -98,6 +101,7 @@ class RunningWork:
         self._worker: asyncio.Task[None] | None = None
         self._opening: asyncio.Lock = asyncio.Lock()
         self._open = False
+        self.starting: asyncio.Task[JobEngine] | None = None
 
     async def ensure_open(self) -> JobEngine:
         async with self._opening:
@@ -112,6 +116,10 @@ class RunningWork:
         return self.engine
 
     async def stop(self) -> None:
+        if self.starting is not None and not self.starting.done():
+            self.starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.starting
         if self._worker is not None:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -129,5 +137,11 @@ def start_work(services: Services, web: WebConfig) -> RunningWork:
     running = RunningWork(services, in_process=in_process, concurrency=web.job_concurrency)
     services.work = Work(services, running)
     if in_process:
-        asyncio.get_running_loop().create_task(running.ensure_open())
+        running.starting = asyncio.get_running_loop().create_task(running.ensure_open())
+        running.starting.add_done_callback(_report_failure)
     return running
+
+
+def _report_failure(task: asyncio.Task[JobEngine]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the in-process job engine did not start: %s", task.exception())
