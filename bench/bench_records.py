@@ -292,16 +292,20 @@ async def child_import(csv_path: str, url: str, schema: str | None) -> None:
     import aggregator
     from aggregator.records.store import RecordStore
 
-    connect_args = {"server_settings": {"search_path": schema}} if schema else None
+    tag = f"certq_bench_{os.getpid()}"  # PostgreSQL: this child's server processes, for their CPU time
+    connect_args = {"server_settings": {"search_path": schema, "application_name": tag}} if schema else None
     after_imports = vm_hwm_kb()
     started = time.perf_counter()
     store = await RecordStore.open(url, connect_args=connect_args)
+    server_before = await server_cpu(store, tag) if schema else {}
     opened, cpu = time.perf_counter(), process_cpu()
     try:
         report = await store.import_file(csv_path, department="mem", quarter=QUARTER, uploaded_by="bench")
         imported, cpu = time.perf_counter(), process_cpu() - cpu
+        server_after = await server_cpu(store, tag) if schema else {}
     finally:
         await store.close()
+    server_s = sum(v - server_before.get(pid, 0.0) for pid, v in server_after.items())
     print(
         json.dumps(
             {
@@ -309,6 +313,7 @@ async def child_import(csv_path: str, url: str, schema: str | None) -> None:
                 "open_s": opened - started,
                 "import_s": imported - opened,
                 "import_cpu_s": cpu,
+                "server_cpu_s": server_s,
                 "status": report.status.value,
                 "rows_total": report.rows_total,
                 "rows_imported": report.rows_imported,
@@ -320,6 +325,23 @@ async def child_import(csv_path: str, url: str, schema: str | None) -> None:
             }
         )
     )
+
+
+async def server_cpu(store: Any, tag: str) -> dict[int, float]:
+    """PostgreSQL on this machine: CPU seconds (user + system) so far of each server process of the store's
+    connections (found by their application_name), from /proc."""
+    async with store.engine.connect() as conn:
+        query = f"SELECT pid FROM pg_stat_activity WHERE application_name = '{tag}'"
+        pids = (await conn.exec_driver_sql(query)).scalars().all()
+        out: dict[int, float] = {}
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:  # not on this machine
+                continue
+            out[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return out
 
 
 # --- (1) import ------------------------------------------------------------------------------------
@@ -618,11 +640,13 @@ async def bench_postgres(
                         code=before if name == "before" else None,
                     )
                     if out["status"] != "imported" or out["rows_imported"] != rows:
-                        raise SystemExit(f"certq import did not import every row: {json.dumps(out, ensure_ascii=False)}")
+                        said = json.dumps(out, ensure_ascii=False)
+                        raise SystemExit(f"certq import did not import every row: {said}")
                     wall[name].append(out["import_s"])
                     child.setdefault(name, out)
                     child[name].setdefault("peaks", []).append(out["vm_hwm_kb"])
                     child[name].setdefault("cpus", []).append(out["import_cpu_s"])
+                    child[name].setdefault("server", []).append(out["server_cpu_s"])
         w = {k: statistics.median(v) for k, v in wall.items()}
         idx = statistics.median(index_s)
         labels = {
@@ -637,6 +661,7 @@ async def bench_postgres(
             if name in child:
                 extra = (
                     f"   (client CPU {statistics.median(child[name]['cpus']):.2f} s,"
+                    f" server CPU {statistics.median(child[name]['server']):.2f} s,"
                     f" peak RSS {max(child[name]['peaks']) / 1024:.0f} MB)"
                 )
             print(f"    {labels[name]:44s} {w[name]:7.2f} s  {rate(rows, w[name])}  {w['psql'] / w[name]:8.3f}{extra}")

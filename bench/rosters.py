@@ -28,11 +28,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import ROOT, bench_redis, start, stop  # noqa: E402
 
 
-def member_numbers(n: int) -> list[str]:
+def member_numbers(n: int, start: int = 0) -> list[str]:
+    """`n` distinct MEM numbers (T + a valid ID number), the `start`-th onwards."""
     from aggregator.numbers import id_check_character
 
     out = []
-    for i in range(n):
+    for i in range(start, start + n):
         first = f"6501{i % 100:02d}19{60 + i // 1_000_000 % 40:02d}{1 + i // 10_000 % 12:02d}{1 + i // 400 % 25:02d}{i % 400:03d}"
         out.append("T" + first + id_check_character(first))
     return out
@@ -193,7 +194,7 @@ async def main(args: argparse.Namespace) -> None:
                 print(f"ceiling: mem_api {args.rate:g}/s (shared through Redis {redis}); {args.members:,} members a run")
                 for n_workers in args.workers:
                     roster = f"r{n_workers}"
-                    numbers = member_numbers(args.members + n_workers * 10_000_000)[-args.members:]
+                    numbers = member_numbers(args.members, start=n_workers * 2_000_000)
                     await add_roster(store.engine, roster, numbers)
                     workers = [
                         start([sys.executable, "-m", "aggregator.cli", "worker", "--concurrency", "1"],

@@ -222,7 +222,9 @@ class RecordIngest:
                             if progress is not None:
                                 progress(tally.rows_total, chunk.bytes_done, upload.source.bytes_total)
                     else:
-                        await _copy_upload(conn, upload, tally, batch_id, department, partial=partial, progress=progress)
+                        await _copy_upload(
+                            conn, upload, tally, batch_id, department, partial=partial, progress=progress
+                        )
                 except UnreadableFile as e:  # a CSV that breaks part-way: the rest cannot be trusted
                     for problem in e.problems:
                         tally.file_problem(problem.reason, problem.line)

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -22,7 +21,7 @@ from aggregator.campaigns import Campaign, Design, Population
 from aggregator.campaigns.report import Report
 from aggregator.jobs import Job
 from aggregator.sheets import XLSX_MEDIA_TYPE
-from aggregator.web.access import caller, services
+from aggregator.web.access import caller, read_json, services
 from aggregator.web.endpoint import Access, Body, Choice, Reply, endpoint, path_param
 from aggregator.web.problems import BadRequest, NotReady, RouteNotFound, Unprocessable, UnsupportedMediaType
 from aggregator.web.services.campaigns import CAMPAIGN_ACTION, CAMPAIGNERS, CampaignService, campaigns_of
@@ -120,13 +119,7 @@ def report_json(report: Report, job: Job | None) -> dict[str, Any]:
 
 
 async def _body(request: Request) -> Any:
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype not in ("application/json", "") and not ctype.endswith("+json"):
-        raise UnsupportedMediaType(ctype, "application/json")
-    try:
-        return json.loads(await request.body() or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BadRequest("请求体不是有效的 JSON", f"the body is not valid JSON: {e}") from e
+    return await read_json(request)
 
 
 @endpoint(

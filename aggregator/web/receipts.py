@@ -15,17 +15,16 @@ code) is CERTQ_PUBLIC_URL when set, else the address the request came in on: set
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from aggregator.numbers import NumberError
 from aggregator.receipts.keys import SigningKeyMissing
-from aggregator.web.access import caller, client_address, services
+from aggregator.web.access import caller, client_address, parse_json, services, validate_json
 from aggregator.web.endpoint import PURPOSE, Body, Choice, Reply, endpoint, path_param
 from aggregator.web.problems import (
     AuditUnavailable,
@@ -120,18 +119,7 @@ CHECK = Choice("check", "now: look the number up again and say what changed sinc
 
 
 def _read_request(body: bytes, content_type: str) -> ReceiptRequest:
-    ctype = content_type.split(";")[0].strip().lower()
-    if ctype not in ("application/json", "") and not ctype.endswith("+json"):
-        raise UnsupportedMediaType(ctype, "application/json")
-    try:
-        data = json.loads(body or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BadRequest("请求体不是有效的 JSON", f"the body is not valid JSON: {e}") from e
-    try:
-        return ReceiptRequest.model_validate(data)
-    except ValidationError as e:
-        errors = [{"loc": ".".join(str(p) for p in err["loc"]), "msg": err["msg"]} for err in e.errors()]
-        raise Unprocessable("请求内容不符合要求", "the request does not match the schema", extra={"errors": errors}) from e
+    return validate_json(parse_json(body, content_type), ReceiptRequest)
 
 
 def base_url(request: Request) -> str:

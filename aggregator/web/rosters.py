@@ -19,10 +19,9 @@ organisation's roster or job is a 404. Handlers read the request and call `servi
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -33,7 +32,7 @@ from aggregator.records.schema import EVENT_TYPES
 from aggregator.rosters.parse import MAX_MEMBERS, RosterTooLarge
 from aggregator.rosters.store import MemberExists
 from aggregator.sheets import XLSX_MEDIA_TYPE
-from aggregator.web.access import caller, receive_form, services
+from aggregator.web.access import caller, read_json, receive_form, services
 from aggregator.web.endpoint import Access, Body, Choice, Integer, Reply, Text, endpoint, path_param
 from aggregator.web.problems import (
     BadRequest,
@@ -240,19 +239,6 @@ def _work_ready(request: Request) -> None:
         raise NotReady({"jobs": "failed: the job engine is not running in this process"})
 
 
-async def _json_body(request: Request, model: type[BaseModel]) -> Any:
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype not in ("application/json", "") and not ctype.endswith("+json"):
-        raise UnsupportedMediaType(ctype, "application/json")
-    try:
-        data = json.loads(await request.body() or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BadRequest("请求体不是有效的 JSON", f"the body is not valid JSON: {e}") from e
-    try:
-        return model.model_validate(data)
-    except ValidationError as e:
-        errors = [{"loc": ".".join(str(p) for p in err["loc"]), "msg": err["msg"]} for err in e.errors()]
-        raise Unprocessable("请求内容不符合要求", "the request does not match the schema", extra={"errors": errors}) from e
 
 
 def _created(roster: Any, parsed: Any) -> dict[str, Any]:
@@ -299,7 +285,7 @@ async def create_roster(request: Request) -> Response:
         finally:
             form.discard()
     else:
-        body = await _json_body(request, RosterCreate)
+        body = await read_json(request, RosterCreate)
         roster, parsed = await svc.rosters.create_from_members(
             principal, [m.model_dump() for m in body.members], name=body.name, partial=body.partial
         )
@@ -347,7 +333,7 @@ async def get_members(request: Request) -> Response:
           raises=(BadRequest, Unprocessable, UnsupportedMediaType, RosterRejected, MemberExists))
 async def add_member(request: Request) -> Response:
     """添加成员 Add a member to a roster (employer); its ref (工号) must be new on the roster (else 409)."""
-    body = await _json_body(request, RosterMemberBody)
+    body = await read_json(request, RosterMemberBody)
     member = await services(request).rosters.add_member(caller(request), _roster_id(request), body.model_dump())
     return JSONResponse(member.as_json(), status_code=201)
 
@@ -358,7 +344,7 @@ async def add_member(request: Request) -> Response:
           raises=(BadRequest, Unprocessable, UnsupportedMediaType, RosterRejected))
 async def update_member(request: Request) -> Response:
     """修改成员 Change a member's number, name, ID number or team, found by its ref (employer)."""
-    body = await _json_body(request, RosterMemberPatch)
+    body = await read_json(request, RosterMemberPatch)
     member = await services(request).rosters.update_member(
         caller(request), _roster_id(request), str(request.path_params["ref"]), body.model_dump(exclude_unset=True)
     )
@@ -396,7 +382,7 @@ class MonitoringBody(_Closed):
 async def set_monitoring(request: Request) -> Response:
     """监控设置 Monitor a roster (employer): each member re-verified every `every_h` hours, the checks spread over
     the period; what changes becomes an event (GET …/events) and a webhook delivery."""
-    body = await _json_body(request, MonitoringBody)
+    body = await read_json(request, MonitoringBody)
     roster = await services(request).rosters.set_monitoring(caller(request), _roster_id(request), body)
     return JSONResponse(roster.as_json(), headers=NO_STORE)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -27,7 +27,7 @@ from aggregator.audit import AuditUnavailable
 from aggregator.records.schema import EVENT_TYPES
 from aggregator.rosters.webhook_store import Delivery, Endpoint
 from aggregator.rosters.webhook_urls import MAX_URL, UnsafeWebhookUrl
-from aggregator.web.access import caller, services
+from aggregator.web.access import caller, read_json, services
 from aggregator.web.endpoint import Access, Body, Integer, Reply, endpoint, path_param
 from aggregator.web.problems import BadRequest, RouteNotFound, Unprocessable, UnsupportedMediaType
 from aggregator.web.roles import ROSTER_KEEPERS
@@ -180,19 +180,6 @@ def delivery_json(d: Delivery) -> dict[str, Any]:
     }
 
 
-async def _json_body(request: Request, model: type[BaseModel]) -> Any:
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype not in ("application/json", "") and not ctype.endswith("+json"):
-        raise UnsupportedMediaType(ctype, "application/json")
-    try:
-        data = json.loads(await request.body() or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BadRequest("请求体不是有效的 JSON", f"the body is not valid JSON: {e}") from e
-    try:
-        return model.model_validate(data)
-    except ValidationError as e:
-        errors = [{"loc": ".".join(str(p) for p in err["loc"]), "msg": err["msg"]} for err in e.errors()]
-        raise Unprocessable("请求内容不符合要求", "the request does not match the schema", extra={"errors": errors}) from e
 
 
 def _webhook_id(request: Request) -> str:
@@ -224,7 +211,7 @@ async def create_webhook(request: Request) -> Response:
     secret returned here. A URL whose host resolves to a loopback, private, link-local or metadata address is
     refused unless the operator allows it (CERTQ_WEBHOOK_ALLOW).
     """
-    body = await _json_body(request, WebhookCreate)
+    body = await read_json(request, WebhookCreate)
     endpoint, secret = await services(request).webhooks.create(
         caller(request), url=body.url, event_types=body.event_types, description=body.description
     )
@@ -268,7 +255,7 @@ async def update_webhook(request: Request) -> Response:
     A new URL is checked like a new endpoint's. Re-enabling an endpoint that was disabled (410 Gone, or failing
     for the whole retry period) delivers the events that arrived meanwhile.
     """
-    body = await _json_body(request, WebhookPatch)
+    body = await read_json(request, WebhookPatch)
     found = await services(request).webhooks.update(
         caller(request), _webhook_id(request), url=body.url, event_types=body.event_types,
         description=body.description, enabled=body.enabled,

@@ -6,14 +6,12 @@
 
 from __future__ import annotations
 
-import json
-
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from aggregator.web.access import client_address, services
+from aggregator.web.access import client_address, parse_json, services
 from aggregator.web.endpoint import Body, Choice, Reply, endpoint
 from aggregator.web.holders import HolderLocked, HolderNotVerified
 from aggregator.web.problems import BadRequest, UnsupportedMediaType
@@ -87,11 +85,8 @@ async def post_holder_lookups(request: Request) -> Response:
     purpose, time, verdict) and anonymous public lookups as counts per day. Any mismatch gets the same 403,
     whichever detail was wrong; too many attempts from one address or on one certificate lock them out (429).
     """
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype not in ("application/json", "") and not ctype.endswith("+json"):
-        raise UnsupportedMediaType(ctype, "application/json")
+    data = parse_json(await request.body(), request.headers.get("content-type", ""))
     try:
-        data = json.loads(await request.body() or b"{}")
         if not isinstance(data, dict):
             raise ValueError("not an object")
         proof = [data.get(k) for k in ("number", "name", "id_number")]

@@ -72,11 +72,12 @@ def chunks(ids: Sequence[int], *, first: int = 8, size: int = CHUNK) -> Iterator
 
 
 def days_to_expiry(certificates: Sequence[dict[str, Any]], today: date) -> int | None:
-    """Days until the soonest valid-until among the certificates (negative: already past)."""
+    """Days until the soonest valid-until among the certificates in force or expired (negative: already past);
+    a suspended or revoked card, or one that is not the holder's, has no expiry worth counting down to."""
     days = []
     for c in certificates:
         value = c.get("valid_until")
-        if value:
+        if value and c.get("status") in ("valid", "expired"):
             try:
                 days.append((date.fromisoformat(str(value)[:10]) - today).days)
             except ValueError:
@@ -112,7 +113,7 @@ def member_result(r: RowResult, today: date) -> tuple[str | None, str, dict[str,
         "name_check": audit_name_check(r.answer) if r.answer is not None else None,
         "name_matches": r.name_matches,
         "complete": r.answer.complete if r.answer else False,
-        "days_to_expiry": days_to_expiry(certificates, today),
+        "days_to_expiry": None if verdict == Verdict.NAME_MISMATCH.value else days_to_expiry(certificates, today),
         "certificates": certificates,
         "conflicts": len(r.answer.conflicts) if r.answer else 0,
         "error": (r.error or {}).get("detail"),
