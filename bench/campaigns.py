@@ -36,6 +36,7 @@ import sqlalchemy as sa  # noqa: E402
 from aggregator.campaigns import CampaignStore, Design, Population  # noqa: E402
 from aggregator.campaigns.sampling import draw  # noqa: E402
 from aggregator.records import RecordStore  # noqa: E402
+from aggregator.records.frame_key import frame_key, sub_key  # noqa: E402
 
 TODAY = date(2026, 11, 25)
 PROVINCES = ["11", "12", "13", "14", "21", "22", "23", "31", "32", "33", "34", "35", "36", "37", "41", "42", "43",
@@ -44,7 +45,8 @@ ABBR = {"11": "京", "12": "津", "13": "冀", "14": "晋", "21": "辽", "22": "
         "33": "浙", "34": "皖", "35": "闽", "36": "赣", "37": "鲁", "41": "豫", "42": "鄂", "43": "湘", "44": "粤",
         "45": "桂", "50": "渝", "51": "川", "52": "贵", "53": "云", "61": "陕", "62": "甘", "65": "新"}  # fmt: skip
 COLUMNS = ("id", "batch_id", "department", "number", "holder_id_number", "kind", "issuer", "holder_name", "category",
-           "operation_item", "issued_on", "valid_from", "valid_until", "status", "row_number", "is_current")  # fmt: skip
+           "operation_item", "issued_on", "valid_from", "valid_until", "status", "row_number", "is_current",
+           "frame_key")  # fmt: skip
 
 
 def rows(n: int, seed: int = 1) -> list[tuple[Any, ...]]:
@@ -68,8 +70,9 @@ def rows(n: int, seed: int = 1) -> list[tuple[Any, ...]]:
             dept, kind, cat, item, until = "mohrss", "mohrss_skill_level", "电工", None, None
             number = f"S{rng.randint(1, 9999):04d}{p}{rng.randint(1, 999999):06d}23{rng.randint(1, 5)}{i % 1_000_000:06d}"
         issuer = f"{p}省{dept}发证机关{rng.randint(1, 15):02d}"
+        key = frame_key(dept, number, sub_key(dept, cat, item), holder)  # as the importer writes it
         out.append((i + 1, 1, dept, number, holder, kind, issuer, "张三", cat, item, issued, start, until, "valid",
-                    i + 2, True))  # fmt: skip
+                    i + 2, True, key))  # fmt: skip
     return out
 
 
@@ -83,7 +86,7 @@ async def load_sqlite(path: Path, data: list[tuple[Any, ...]]) -> str:
                  "VALUES (1, 'mem', '2026Q3', 'bench.csv', 'x', '2026-10-01 00:00:00', 'bench', 'imported')")  # fmt: skip
     conn.executemany(
         f"INSERT INTO records({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
-        ((*r[:10], *(d.isoformat() if d else None for d in r[10:13]), *r[13:15], 1) for r in data),
+        ((*r[:10], *(d.isoformat() if d else None for d in r[10:13]), *r[13:15], 1, r[16]) for r in data),
     )
     conn.commit()
     conn.execute("ANALYZE")

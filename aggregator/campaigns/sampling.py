@@ -3,11 +3,13 @@
     drawn = await draw(engine, population, design)
     drawn.population, drawn.strata, drawn.frame_digest, drawn.items
 
-The frame is every current uploaded record the filters keep, in each stratum ordered by its stable natural key
-(department, number, the item that tells apart the cards of one number as in `Certificate.key()`, then the
-holder's ID number), compared as code points on both databases (SQLite BINARY, PostgreSQL COLLATE "C"; no
-NULLs, whose place differs). A seeded PRNG (`random.Random("<seed>:<stratum>")`) then picks n_h positions of
-each stratum's frame without replacement: a simple random sample of the stratum. The database counts the
+The frame is every current uploaded record the filters keep, in each stratum ordered by its `frame_key` (a
+63-bit BLAKE2b hash of its identity computed at import, see `aggregator.records.frame_key`), ties broken by its
+stable natural key (department, number, the item that tells apart the cards of one number as in
+`Certificate.key()`, then the holder's ID number), compared as code points on both databases (SQLite BINARY,
+PostgreSQL COLLATE "C"; no NULLs, whose place differs). Sorting by an integer first is what keeps the draw fast:
+the text keys are compared only for equal keys. A seeded PRNG (`random.Random("<seed>:<stratum>")`) then picks
+n_h positions of each stratum's frame without replacement: a simple random sample of the stratum. The database counts the
 strata and numbers the frame (a window function); only the picked rows leave it. Nothing depends on row ids,
 insertion order, the database's collation or `ORDER BY random()`: the same records, filters and seed draw the
 same sample on SQLite and PostgreSQL, in any process.
@@ -193,12 +195,13 @@ async def draw(engine: AsyncEngine, population: Population, design: Design) -> D
 
 
 def frame_order(dialect: str) -> list[Any]:
-    """The frame's order within a stratum: the natural key, compared as code points on both databases."""
+    """The frame's order within a stratum: the record's `frame_key` (an integer hash of its identity, stored at
+    import), ties broken by the natural key compared as code points on both databases (a total order)."""
     c = records.c
     order = [c.department, c.number, sub_key(), sa.func.coalesce(c.holder_id_number, "")]
     if dialect == "postgresql":  # SQLite compares text as code points (BINARY) already
         order = [sa.collate(o, "C") for o in order]
-    return order
+    return [c.frame_key, *order]
 
 
 async def _picked_rows(
@@ -208,7 +211,7 @@ async def _picked_rows(
     picks in a temporary table (rolled back with the connection's transaction), and the picked records' rows read
     in the same statement (one round trip, not one per 500 ids).
 
-    The frame's numbering is the draw's cost: one sort of the population by (stratum, natural key). On
+    The frame's numbering is the draw's cost: one sort of the population by (stratum, frame_key, natural key). On
     PostgreSQL the stratum is partitioned COLLATE "C": only its groups matter, not their order, and under the
     database's default collation (C.UTF-8 is not "C" to PostgreSQL) every comparison of two strata went through
     strcoll() and the sort could not use abbreviated keys; the selected stratum is that same expression, so a

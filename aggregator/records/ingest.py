@@ -26,6 +26,7 @@ from aggregator.config import DepartmentConfig
 from aggregator.models import Department
 from aggregator.records import importer
 from aggregator.records.database import LOCK_CLASS, write_transaction
+from aggregator.records.frame_key import frame_keys
 from aggregator.records.importer import RECORD_COLUMNS, Chunk, ProgressCallback, Upload
 from aggregator.records.reads import LIVE
 from aggregator.records.report import (
@@ -362,12 +363,13 @@ class RecordIngest:
         """A coroutine function inserting record tuples (see `importer.RECORD_COLUMNS`) into this batch (SQLite;
         PostgreSQL's rows go through one COPY, see `_copy_upload`)."""
         sql = (
-            f"INSERT INTO records (batch_id, department, is_current, {', '.join(RECORD_COLUMNS)}) "
-            f"VALUES ({int(batch_id)}, '{department.value}', 1, {', '.join('?' * len(RECORD_COLUMNS))})"
+            f"INSERT INTO records (batch_id, department, is_current, {', '.join(RECORD_COLUMNS)}, frame_key) "
+            f"VALUES ({int(batch_id)}, '{department.value}', 1, {', '.join('?' * len(RECORD_COLUMNS))}, ?)"
         )
 
         async def insert_sqlite(conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> None:
-            await conn.exec_driver_sql(sql, rows)
+            keys = _frame_keys(department, rows)
+            await conn.exec_driver_sql(sql, list(map(tuple.__add__, rows, zip(keys))))
 
         return insert_sqlite
 
@@ -538,9 +540,10 @@ async def _copy_upload(
                 if chunk.records and (partial or not tally.rows_rejected):
                     # Column by column (C-level maps; dates through a cache: a file repeats few of them)
                     columns = [list(map(itemgetter(i), chunk.records)) for i in range(len(RECORD_COLUMNS))]
+                    keys = frame_keys(department.value, *(columns[i] for i in _KEY_COLUMNS))
                     for i in dates:
                         columns[i] = pg_dates.convert(columns[i])
-                    for row in zip(repeat(batch_id), repeat(department.value), repeat(True), *columns):
+                    for row in zip(repeat(batch_id), repeat(department.value), repeat(True), *columns, keys):
                         yield row
                 if progress is not None:
                     progress(tally.rows_total, chunk.bytes_done, upload.source.bytes_total)
@@ -549,10 +552,19 @@ async def _copy_upload(
 
     raw = await conn.get_raw_connection()
     await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
-        "records", records=rows(), columns=["batch_id", "department", "is_current", *RECORD_COLUMNS]
+        "records", records=rows(), columns=["batch_id", "department", "is_current", *RECORD_COLUMNS, "frame_key"]
     )
     if broken:
         raise broken[0]
+
+
+#: Where a record tuple holds what `frame_key.frame_keys` reads (number, category, operation item, holder's ID).
+_KEY_COLUMNS = tuple(RECORD_COLUMNS.index(c) for c in ("number", "category", "operation_item", "holder_id_number"))
+
+
+def _frame_keys(department: Department, rows: list[tuple[Any, ...]]) -> list[int]:
+    """`records.frame_key` of each record tuple (see `aggregator.records.frame_key`)."""
+    return frame_keys(department.value, *(map(itemgetter(i), rows) for i in _KEY_COLUMNS))
 
 
 class _PgDates:

@@ -81,6 +81,9 @@ records = sa.Table(
     sa.Column("status_text", sa.Text(), nullable=True),
     sa.Column("row_number", sa.Integer(), nullable=False),
     sa.Column("is_current", sa.Boolean(), nullable=False, server_default=sa.false()),
+    # Campaigns (issue 14, migration 0010): the record's place in a sampling frame, `records.frame_key`; 0 only
+    # for a row inserted without it (it would still be drawn fairly, ordered by its text keys among the zeros)
+    sa.Column("frame_key", sa.BigInteger(), nullable=False, server_default="0"),
 )
 
 # What each live source last said about a query, one row per change (migration 0003; see `records.live`).
