@@ -204,21 +204,30 @@ def _freshness_notes(results: list[SourceResult], today: date | None = None) -> 
     China time by default, as quarters are)."""
     notes: list[str] = []
     today = today or datetime.now(timezone(timedelta(hours=8))).date()
-    overdue_seen: set[str] = set()
-    for r in results:
-        up = r.upload
-        if r.mode != Mode.RECORDS or r.outcome not in (Outcome.FOUND, Outcome.NOT_FOUND) or up is None:
-            continue
-        if today < up.overdue_from or r.department.value in overdue_seen:
-            continue
-        overdue_seen.add(r.department.value)
-        dept = DEPARTMENT_SHORT_NAMES.get(r.department, r.department.value)
-        notes.append(
-            f"{dept}上报数据截至 {up.quarter}（{up.uploaded_at:%Y-%m-%d} 上报），此后季度的数据自 "
-            f"{up.overdue_from.isoformat()} 起逾期未报 ({r.department.value}'s uploaded records are as of "
-            f"{up.quarter}, uploaded {up.uploaded_at:%Y-%m-%d}; the next quarter is overdue since "
-            f"{up.overdue_from.isoformat()})"
+    records = [
+        r for r in results if r.mode == Mode.RECORDS and r.outcome in (Outcome.FOUND, Outcome.NOT_FOUND) and r.upload
+    ]
+    # What the answer rests on: the departments whose records hold the certificate; where none does, every
+    # department's "not found".
+    resting = [r for r in records if r.outcome == Outcome.FOUND] or records
+    overdue: dict[str, SourceResult] = {}
+    for r in resting:
+        if r.upload is not None and today >= r.upload.overdue_from:
+            overdue.setdefault(r.department.value, r)
+    if overdue:
+        zh = "；".join(
+            f"{DEPARTMENT_SHORT_NAMES.get(r.department, r.department.value)}截至 {r.upload.quarter}"
+            f"（{r.upload.uploaded_at:%Y-%m-%d} 上报，下一季度自 {r.upload.overdue_from.isoformat()} 起逾期）"
+            for r in overdue.values()
+            if r.upload is not None
         )
+        en = "; ".join(
+            f"{r.department.value} as of {r.upload.quarter}, uploaded {r.upload.uploaded_at:%Y-%m-%d}, "
+            f"next quarter overdue since {r.upload.overdue_from.isoformat()}"
+            for r in overdue.values()
+            if r.upload is not None
+        )
+        notes.append(f"上报数据逾期未更新：{zh} (overdue uploads: {en})")
     live = [r for r in results if r.mode in LIVE_MODES]
     stale = [r for r in live if r.stale and r.outcome in (Outcome.FOUND, Outcome.NOT_FOUND)]
     if stale:

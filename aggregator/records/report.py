@@ -253,11 +253,12 @@ def quarter_bounds(quarter: str) -> tuple[date, date]:
 
 
 def quarter_as_of(quarter: str, uploaded_at: datetime) -> datetime:
-    """What an upload's data is as of: the earlier of the end of its quarter's last day (UTC) and the upload
-    time. A 2026Q4 file uploaded on 2 December is as of 2 December, not 31 December; a 2026Q3 file uploaded on
-    2 December is as of 30 September."""
+    """What an upload's data is as of: the earlier of the end of its quarter's last day (China time, where the
+    departments keep their quarters) and the upload time. A 2026Q4 file uploaded on 2 December is as of
+    2 December, not 31 December; a 2026Q3 file uploaded on 2 December is as of 30 September, 23:59 Beijing."""
     _, last = quarter_bounds(quarter)
-    end = datetime(last.year, last.month, last.day, tzinfo=UTC) + timedelta(days=1) - timedelta(microseconds=1)
+    end = datetime(last.year, last.month, last.day, tzinfo=CHINA_TIME) + timedelta(days=1) - timedelta(microseconds=1)
+    end = end.astimezone(UTC)
     at = uploaded_at if uploaded_at.tzinfo else uploaded_at.replace(tzinfo=UTC)
     return min(at, end)
 

@@ -18,6 +18,7 @@ from aggregator.gateway import Gateway
 from aggregator.models import Certificate, CertKind, CertStatus, Department, Outcome, Query, SourceResult, Verdict
 from aggregator.records import RecordStore
 from aggregator.records.live import LiveHistory
+from aggregator.records.report import CHINA_TIME
 from aggregator.records.schema import batches
 from tests.records_support import ID_LI, ID_ZHANG, mem_row, write_csv
 
@@ -94,7 +95,7 @@ async def test_after_the_first_upload_only_it_counts_and_its_data_is_as_of_its_q
     upload = basis(answer, "mem_records")
     assert (upload.kind, upload.quarter, upload.batch_id) == ("upload", "2026Q1", past.batches["2026Q1"])
     # uploaded on 10 April, after its quarter ended: as of 31 March, not of the upload
-    assert upload.data_as_of == datetime(2026, 3, 31, 23, 59, 59, 999999, tzinfo=UTC)
+    assert upload.data_as_of == datetime(2026, 3, 31, 23, 59, 59, 999999, tzinfo=CHINA_TIME)  # Beijing midnight
     assert answer.certificates[0].valid_until == date(2029, 1, 2)
     # the live source had said nothing yet: unknown then, not "not found"
     assert basis(answer, "mem_api").kind == "none"

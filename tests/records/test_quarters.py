@@ -9,7 +9,14 @@ import pytest
 from click.testing import CliRunner
 
 from aggregator.errors import describe
-from aggregator.records.report import FutureQuarter, InvalidQuarter, quarter_as_of, quarter_bounds, require_started
+from aggregator.records.report import (
+    CHINA_TIME,
+    FutureQuarter,
+    InvalidQuarter,
+    quarter_as_of,
+    quarter_bounds,
+    require_started,
+)
 from aggregator.web.problems import Unprocessable
 from aggregator.web.services.uploads import parse_upload_quarter
 from tests.records_support import ID_ZHANG, mem_row, write_csv
@@ -22,7 +29,8 @@ def test_a_quarter_upload_made_before_its_end_is_as_of_the_upload_not_the_quarte
 
 
 def test_a_quarter_upload_made_after_its_end_is_as_of_the_quarters_last_day() -> None:
-    assert quarter_as_of("2026Q3", DEC_2) == datetime(2026, 9, 30, 23, 59, 59, 999999, tzinfo=UTC)
+    # the quarter ends at midnight in Beijing, where the departments keep their quarters
+    assert quarter_as_of("2026Q3", DEC_2) == datetime(2026, 9, 30, 23, 59, 59, 999999, tzinfo=CHINA_TIME)
 
 
 def test_quarter_bounds() -> None:
@@ -46,7 +54,7 @@ async def test_the_store_says_what_an_upload_is_as_of_and_refuses_a_future_quart
     path = write_csv(tmp_path / "mem.csv", [mem_row()])
     report = await store.import_file(path, department="mem", quarter="2026Q2")
     hit = await store.find("mem", number="T" + ID_ZHANG)
-    assert hit.data_as_of == min(report.uploaded_at, datetime(2026, 6, 30, 23, 59, 59, 999999, tzinfo=UTC))
+    assert hit.data_as_of == min(report.uploaded_at, datetime(2026, 6, 30, 23, 59, 59, 999999, tzinfo=CHINA_TIME))
 
     next_year = datetime.now(UTC).year + 1
     with pytest.raises(FutureQuarter):

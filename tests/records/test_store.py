@@ -6,7 +6,7 @@ Every test runs on SQLite and on PostgreSQL (bulk insert by COPY there); see `te
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 
 import pytest
 import sqlalchemy as sa
@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from aggregator.models import CertStatus, Department
 from aggregator.records import AlreadyImported, BatchStatus, InvalidQuarter, RecordStore
 from aggregator.records import ingest as ingest_module
+from aggregator.records.report import CHINA_TIME
 from aggregator.records.schema import LOOKUP_INDEXES, metadata
 from tests.records_support import (
     BACKENDS,
@@ -462,7 +463,7 @@ async def test_find_says_which_quarter_and_upload_the_answer_comes_from(store, t
     hit = await store.find(Department.MEM, number=ZHANG)
 
     # as of the earlier of the quarter's end and the upload (issue 12)
-    quarter_end = datetime(2026, 6, 30, 23, 59, 59, 999999, tzinfo=UTC)
+    quarter_end = datetime(2026, 6, 30, 23, 59, 59, 999999, tzinfo=CHINA_TIME)  # the quarter ends at midnight in Beijing
     assert hit.quarter == "2026Q2" and hit.data_as_of == min(report.uploaded_at, quarter_end)
     [cert] = hit.certificates
     assert (cert.valid_from, cert.valid_until) == (date(2023, 1, 2), date(2029, 1, 2))

@@ -169,11 +169,12 @@ async def test_every_answer_resting_on_an_overdue_departments_records_says_so(tm
         await gw.store.import_file(path, department="mem", quarter=old)
         late = await gw.lookup(NUMBER)
         assert late.verdict == Verdict.VALID
-        assert f"应急管理部上报数据截至 {old}" in late.verdict_reason and "逾期未报" in late.verdict_reason
+        assert f"上报数据逾期未更新：应急管理部截至 {old}" in late.verdict_reason
         assert "overdue since" in late.verdict_reason
+        assert late.verdict_reason.count("逾期") == 2  # one note for the answer, however many sources it asked
 
         missing = await gw.lookup("T" + ID_LI)  # not found in the overdue records: the answer rests on them too
-        assert missing.verdict == Verdict.NOT_FOUND and "逾期未报" in missing.verdict_reason
+        assert missing.verdict == Verdict.NOT_FOUND and "上报数据逾期未更新" in missing.verdict_reason
 
         # the department uploads the same file for the last complete quarter: on time again
         report = await gw.store.import_file(path, department="mem", quarter=latest)
