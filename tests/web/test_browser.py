@@ -263,6 +263,9 @@ def test_every_page_fits_and_keeps_numbers_whole(browser, server: tuple[str, Web
         page.locator("[data-verdict]").wait_for()
         _check(page, f"regulator-{width}")
 
+        page.goto(base + "/regulator/campaigns")  # the spot-check campaigns: the create form and the list
+        _check(page, f"campaigns-{width}")
+
         page.goto(base + "/department?department=mem&quarter=2026年第4季度")  # the preview of what it replaces
         page.locator("[data-preview]").wait_for()
         _check(page, f"department-{width}")
