@@ -35,6 +35,7 @@ from procrastinate import exceptions as pexc
 from procrastinate.testing import InMemoryConnector
 
 from aggregator.errors import describe
+from aggregator.jobs.config import JobsConfig
 from aggregator.jobs.store import JobInterrupted, JobStore, Lease
 
 log = logging.getLogger(__name__)
@@ -42,8 +43,6 @@ log = logging.getLogger(__name__)
 Handler = Callable[[Lease], Awaitable[dict[str, int]]]
 TickHook = Callable[[], Awaitable[None]]
 
-#: How often the tick runs (cron with a 6th column for seconds): recovery of orphaned jobs and periodic work.
-TICK_CRON = os.environ.get("CERTQ_JOBS_TICK_CRON", "* * * * * */10")
 QUEUE = "certq"
 # (LOCK_CLASS, 1) of aggregator.records.database: applying Procrastinate's schema once, whoever starts first
 _SCHEMA_LOCK = (7345, 1)
@@ -59,8 +58,11 @@ def procrastinate_conninfo(database_url: str) -> str | None:
 
 
 class JobEngine:
-    def __init__(self, jobs: JobStore, *, database_url: str, name: str | None = None) -> None:
+    def __init__(
+        self, jobs: JobStore, *, database_url: str, name: str | None = None, config: JobsConfig | None = None
+    ) -> None:
         self.jobs = jobs
+        self.config = config or JobsConfig.from_env()
         self.conninfo = procrastinate_conninfo(database_url)
         self.distributed = self.conninfo is not None
         connector: Any = (
@@ -78,7 +80,7 @@ class JobEngine:
         async def run_job(job_id: str) -> None:
             await self.run(job_id)
 
-        @self.app.periodic(cron=TICK_CRON)
+        @self.app.periodic(cron=self.config.tick_cron)  # recovery of orphaned jobs, then the periodic work
         @self.app.task(name="certq.tick", queue=QUEUE, queueing_lock="certq.tick", pass_context=False)
         async def tick(timestamp: int) -> None:
             await self.tick()

@@ -7,7 +7,7 @@
     await lease.progress(done=40, total=120)                    # extends the lease; raises Cancelled / LeaseLost
     await lease.finish({"valid": 100, "inconclusive": 20})      # or lease.fail("why")
 
-A worker holds a job by its lease (`lease_s`, renewed on every `progress`). A worker that dies (SIGKILL, a lost
+A worker holds a job by its lease (`lease_s`, CERTQ_JOBS_LEASE_S, renewed on every `progress`). A worker that dies (SIGKILL, a lost
 machine) stops renewing; once the lease has run out any worker may claim the job again and carry on from the
 results already stored (the job's own tables make each unit of work count once). The engine that dispatches
 jobs (`aggregator.jobs.engine`) only has to deliver the job id; everything a restart needs is here.
@@ -15,7 +15,6 @@ jobs (`aggregator.jobs.engine`) only has to deliver the job id; everything a res
 
 from __future__ import annotations
 
-import os
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,11 +23,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from aggregator.jobs.config import JobsConfig
 from aggregator.records.database import write_transaction
 from aggregator.records.reads import as_utc
 from aggregator.records.schema import jobs
 
-DEFAULT_LEASE_S = float(os.environ.get("CERTQ_JOBS_LEASE_S", "30"))
 ACTIVE = ("queued", "running")
 
 
@@ -106,9 +105,9 @@ class Job:
 
 
 class JobStore:
-    def __init__(self, engine: AsyncEngine, *, lease_s: float = DEFAULT_LEASE_S) -> None:
+    def __init__(self, engine: AsyncEngine, *, lease_s: float | None = None) -> None:
         self.engine = engine
-        self.lease_s = lease_s
+        self.lease_s = lease_s if lease_s is not None else JobsConfig.from_env().lease_s
 
     async def create(
         self,

@@ -13,7 +13,6 @@ append events, never rewritten. The events' webhooks are the dispatcher's (`aggr
 
 from __future__ import annotations
 
-import os
 import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -27,26 +26,25 @@ from aggregator.records.schema import roster_events, roster_members, rosters
 from aggregator.rosters.events import changes
 from aggregator.rosters.schedule import take_due
 from aggregator.web.roles import Principal, Role
-from aggregator.web.services.roster_runs import CHUNK, RosterRuns, member_result
+from aggregator.web.services.roster_runs import RosterRuns, member_result
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from aggregator.web.services import Services
 
-PER_TICK = int(os.environ.get("CERTQ_MONITOR_PER_TICK", "2000"))
 
 
 class Monitoring:
     def __init__(
-        self, services: Services, engine: JobEngine, *, clock: Callable[[], float] = time.time, per_tick: int = PER_TICK
+        self, services: Services, engine: JobEngine, *, clock: Callable[[], float] = time.time, per_tick: int | None = None
     ) -> None:
         self.services = services
         self.engine = engine
         self.db = services.gateway.store.engine
-        self.runs = RosterRuns(services, engine.jobs)
+        self.runs = RosterRuns(services, engine.jobs, engine.config)
         self.clock = clock
-        self.per_tick = per_tick
+        self.per_tick = per_tick or engine.config.monitor_per_tick
 
     async def tick(self) -> list[str]:
         """Queue a batch job for the members due now; the job ids."""
@@ -94,8 +92,9 @@ class Monitoring:
         counts: dict[str, int] = {}
         done = 0
         await lease.progress(done=0, total=len(member_ids))
-        for start in range(0, len(member_ids), CHUNK):
-            chunk = member_ids[start : start + CHUNK]
+        size = self.runs.config.chunk
+        for start in range(0, len(member_ids), size):
+            chunk = member_ids[start : start + size]
             async with self.db.connect() as conn:
                 members = (
                     await conn.execute(sa.select(roster_members).where(roster_members.c.id.in_(chunk)))

@@ -4,7 +4,7 @@
     engine.handler("roster_verify")(runs.run)        # see services/work.py
 
 The job works through the members in the order of their ids, a chunk at a time: the lookups of a chunk run
-concurrently (`WorkConfig.concurrency`), then the chunk's results are stored in one transaction with the job's
+concurrently (`JobsConfig.lookup_concurrency`), then the chunk's results are stored in one transaction with the job's
 progress. A result's key is (job, member), and a worker that takes a job over (its first worker died) skips the
 members that already have one, so every member has exactly one result however often the job is restarted.
 
@@ -17,7 +17,6 @@ member lookups are audited under the job (`job_id`), and the run itself is one e
 from __future__ import annotations
 
 import logging
-import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime
@@ -28,6 +27,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aggregator.jobs import JobStore, Lease
+from aggregator.jobs.config import JobsConfig
 from aggregator.models import Verdict
 from aggregator.records.database import write_transaction
 from aggregator.records.schema import roster_members, roster_results
@@ -40,13 +40,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Lookups of one job in flight at once (per worker); the sources' rate limits decide the pace, not this.
-CONCURRENCY = int(os.environ.get("CERTQ_JOBS_LOOKUP_CONCURRENCY", "16"))
-#: Members verified, then stored with the job's progress, at a time: small enough that the first results show
-#: within a second or two and a taken-over job redoes little, large enough to keep every lookup slot busy.
-CHUNK = min(max(8, 2 * CONCURRENCY), 200)
-#: A job's lookup waits this long for a rate-limit slot and an answer (an interactive lookup: 6 s).
-JOB_DEADLINE_S = float(os.environ.get("CERTQ_JOBS_LOOKUP_DEADLINE_S", "60"))
 INCONCLUSIVE = frozenset({Verdict.INCONCLUSIVE.value})
 
 
@@ -62,7 +55,7 @@ def insert_ignoring_duplicates(engine: AsyncEngine, table: sa.Table) -> Any:
     return dialect.insert(table).on_conflict_do_nothing()
 
 
-def chunks(ids: Sequence[int], *, first: int = 8, size: int = CHUNK) -> Iterator[Sequence[int]]:
+def chunks(ids: Sequence[int], *, size: int, first: int = 8) -> Iterator[Sequence[int]]:
     """`ids` in chunks growing from `first` to `size`: the first results show at once, the rest go in bulk."""
     start, step = 0, min(first, size)
     while start < len(ids):
@@ -122,10 +115,11 @@ def member_result(r: RowResult, today: date) -> tuple[str | None, str, dict[str,
 
 
 class RosterRuns:
-    def __init__(self, services: Services, jobs: JobStore) -> None:
+    def __init__(self, services: Services, jobs: JobStore, config: JobsConfig | None = None) -> None:
         self.services = services
         self.jobs = jobs
         self.engine = services.gateway.store.engine
+        self.config = config or JobsConfig.from_env()
 
     async def verify_members(
         self, principal: Principal, members: Sequence[Any], *, job_id: str
@@ -137,8 +131,8 @@ class RosterRuns:
             pairs,
             purpose="名册核验 roster run",
             client_ip=None,
-            concurrency=CONCURRENCY,
-            deadline_s=JOB_DEADLINE_S,
+            concurrency=self.config.lookup_concurrency,
+            deadline_s=self.config.lookup_deadline_s,  # waits for rate-limit slots (an interactive lookup: 6 s)
             job_id=job_id,
         )
         return list(zip(members, rows, strict=True))
@@ -168,7 +162,7 @@ class RosterRuns:
         done = len(ids) - len(todo)
         await lease.progress(done=done, total=len(ids))
         insert = insert_ignoring_duplicates(self.engine, roster_results)
-        for chunk in chunks(todo):
+        for chunk in chunks(todo, size=self.config.chunk):
             async with self.engine.connect() as conn:
                 members = (
                     await conn.execute(sa.select(roster_members).where(roster_members.c.id.in_(chunk)))

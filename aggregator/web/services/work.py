@@ -34,7 +34,7 @@ def build_engine(services: Services, *, database_url: str, lease_s: float | None
 
     jobs = JobStore(services.gateway.store.engine, **({"lease_s": lease_s} if lease_s else {}))
     engine = JobEngine(jobs, database_url=database_url)
-    runs = RosterRuns(services, jobs)
+    runs = RosterRuns(services, jobs, engine.config)
     engine.handler("roster_verify")(runs.run)
     monitoring = Monitoring(services, engine)
     engine.handler("monitor_batch")(monitoring.run_batch)
