@@ -7,11 +7,12 @@ The frame is every current uploaded record the filters keep, in each stratum ord
 63-bit BLAKE2b hash of its identity computed at import, see `aggregator.records.frame_key`), ties broken by its
 stable natural key (department, number, the item that tells apart the cards of one number as in
 `Certificate.key()`, then the holder's ID number), compared as code points on both databases (SQLite BINARY,
-PostgreSQL COLLATE "C"; no NULLs, whose place differs). Sorting by an integer first is what keeps the draw fast:
-the text keys are compared only for equal keys. A seeded PRNG (`random.Random("<seed>:<stratum>")`) then picks
-n_h positions of each stratum's frame without replacement: a simple random sample of the stratum. The database counts the
-strata and numbers the frame (a window function); only the picked rows leave it. Nothing depends on row ids,
-insertion order, the database's collation or `ORDER BY random()`: the same records, filters and seed draw the
+PostgreSQL COLLATE "C"; no NULLs, whose place differs). The database sorts by (stratum, frame_key) only; the text
+keys are used only when a pick lands on a frame_key shared with a neighbour (see `_picked_rows`). A seeded PRNG
+(`random.Random("<seed>:<stratum>")`) then picks n_h positions of each stratum's frame without replacement: a
+simple random sample of the stratum. The database counts the strata and numbers the frame (a window function);
+only the picked rows leave it. Nothing depends on row ids, insertion order, the database's collation or
+`ORDER BY random()`: the same records, filters and seed draw the
 same sample on SQLite and PostgreSQL, in any process.
 
 Allocation: proportional (largest remainder: n_h = n N_h / N rounded so that they sum to n) or equal (n / H
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from aggregator.campaigns.filters import Design, Population
@@ -171,11 +173,13 @@ async def draw(engine: AsyncEngine, population: Population, design: Design) -> D
     stratum = stratum_of(design).label("stratum")
     where = population_filter(population, engine.dialect.name)
     async with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":  # the strata's sizes and the numbering read one snapshot
+            await conn.execution_options(isolation_level="REPEATABLE READ")
         counted = sa.select(stratum, sa.func.count()).select_from(records).where(*where).group_by(stratum)
         sizes = {str(s): int(n) for s, n in (await conn.execute(counted)).all()}
         counts = allocate(sizes, design.n, design.allocation)
         chosen = picks(design.seed, counts, sizes)
-        found = await _picked_rows(conn, stratum, where, chosen)
+        found = await _picked_rows(conn, stratum.element, where, chosen, sizes)
     items = [_sampled(seq, name, found[(name, pos)]) for seq, (name, pos) in enumerate(chosen)]
     digest = hashlib.sha256(
         json.dumps(
@@ -194,62 +198,88 @@ async def draw(engine: AsyncEngine, population: Population, design: Design) -> D
     )
 
 
-def frame_order(dialect: str) -> list[Any]:
-    """The frame's order within a stratum: the record's `frame_key` (an integer hash of its identity, stored at
-    import), ties broken by the natural key compared as code points on both databases (a total order)."""
+def frame_order(stratum: Any, dialect: str, *, exact: bool) -> list[Any]:
+    """The frame's order: by stratum (code points), then within it by `frame_key`; `exact` adds the natural key
+    (department, number, item, holder's ID) so that records sharing a frame_key are ordered too. Text compares as
+    code points on both databases (SQLite BINARY; PostgreSQL COLLATE "C"), so strata come in Python's `sorted`
+    order."""
     c = records.c
-    order = [c.department, c.number, sub_key(), sa.func.coalesce(c.holder_id_number, "")]
+    texts = [stratum]
+    if exact:
+        texts += [c.department, c.number, sub_key(), sa.func.coalesce(c.holder_id_number, "")]
     if dialect == "postgresql":  # SQLite compares text as code points (BINARY) already
-        order = [sa.collate(o, "C") for o in order]
-    return [c.frame_key, *order]
+        texts = [sa.collate(t, "C") for t in texts]
+    if isinstance(stratum, sa.sql.elements.BindParameter):  # one stratum (a simple random sample): no sort on it
+        return [c.frame_key, *texts[1:]]
+    return [texts[0], c.frame_key, *texts[1:]]
 
 
 async def _picked_rows(
-    conn: AsyncConnection, stratum: Any, where: list[Any], chosen: list[tuple[str, int]]
+    conn: AsyncConnection, stratum: Any, where: list[Any], chosen: list[tuple[str, int]], sizes: dict[str, int]
 ) -> dict[tuple[str, int], Any]:
-    """The uploaded row at each picked (stratum, position): the frame numbered in the database, joined with the
-    picks in a temporary table (rolled back with the connection's transaction), and the picked records' rows read
-    in the same statement (one round trip, not one per 500 ids).
+    """The uploaded row at each picked (stratum, position in its frame).
 
-    The frame's numbering is the draw's cost: one sort of the population by (stratum, frame_key, natural key). On
-    PostgreSQL the stratum is partitioned COLLATE "C": only its groups matter, not their order, and under the
-    database's default collation (C.UTF-8 is not "C" to PostgreSQL) every comparison of two strata went through
-    strcoll() and the sort could not use abbreviated keys; the selected stratum is that same expression, so a
-    region's CASE is evaluated once per row, not twice."""
+    The whole population is numbered once in `frame_order` (strata one after another, in sorted order), so the
+    pick at position p of stratum s is the row numbered offset(s) + p, offset(s) being the sizes of the strata
+    before s: one integer to join the picks on (a temporary table, gone with the transaction), and one sort by
+    (stratum, integer) in the database — the draw's cost. Text keys are not sorted on: a pick whose frame_key
+    equals a neighbour's (64-bit keys: practically never) makes the draw number the frame again by the exact
+    order. The neighbours (positions +-1) are read for that check, their record rows not."""
     if not chosen:
         return {}
     c = records.c
     dialect = conn.dialect.name
-    simple = isinstance(stratum.element, sa.sql.elements.BindParameter)  # one stratum: no partition
-    if dialect == "postgresql" and not simple:  # the same expression as column and partition: computed once
-        stratum = sa.collate(stratum.element, "C").label("stratum")
-    partition = None if simple else stratum
-    position = (sa.func.row_number().over(partition_by=partition, order_by=frame_order(dialect)) - 1).label("pos")
-    numbered = sa.select(c.id, stratum, position).select_from(records).where(*where).subquery("frame")
+    offsets: dict[str, int] = {}
+    total = 0
+    for name in sorted(sizes):
+        offsets[name], total = total, total + sizes[name]
+    wanted = {offsets[name] + pos for name, pos in chosen}
+    near = {q for p in wanted for q in (p - 1, p + 1) if 0 <= q < total} - wanted
     temp = sa.Table(
         "campaign_picks",
         sa.MetaData(),
-        sa.Column("stratum", sa.Text(), nullable=False),
-        sa.Column("pos", sa.BigInteger(), nullable=False),
+        sa.Column("pos", sa.BigInteger(), primary_key=True, autoincrement=False),
         prefixes=["TEMPORARY"],
     )
-    columns = [c.id, *(c[name] for name in CERTIFICATE_FIELDS), batches.c.quarter]
-    await conn.run_sync(lambda sync: temp.create(sync, checkfirst=False))
+    ids = sa.Table(
+        "campaign_picked_ids",
+        sa.MetaData(),
+        sa.Column("id", sa.BigInteger(), primary_key=True, autoincrement=False),
+        prefixes=["TEMPORARY"],
+    )
+    await conn.run_sync(lambda sync: (temp.create(sync, checkfirst=False), ids.create(sync, checkfirst=False)))
     try:
-        await conn.execute(sa.insert(temp), [{"stratum": s, "pos": p} for s, p in chosen])
-        if dialect == "postgresql":  # unanalyzed, it looks tiny: the plan sorted the whole frame for a merge join
+        if dialect == "postgresql":  # one array, not an executemany; analyzed, or it looks tiny to the planner
+            await conn.execute(
+                sa.text("INSERT INTO campaign_picks (pos) SELECT unnest(CAST(:p AS BIGINT[]))"),
+                {"p": sorted(wanted | near)},
+            )
             await conn.execute(sa.text("ANALYZE campaign_picks"))
-        joined = (
-            sa.select(numbered.c.stratum.label("frame_stratum"), numbered.c.pos.label("frame_pos"), *columns)
-            .select_from(numbered)
-            .join(temp, sa.and_(temp.c.stratum == numbered.c.stratum, temp.c.pos == numbered.c.pos))
-            .join(records, records.c.id == numbered.c.id)
-            .join(batches, batches.c.id == records.c.batch_id)
+        else:
+            await conn.execute(sa.insert(temp), [{"pos": p} for p in sorted(wanted | near)])
+        for exact in (False, True):
+            position = (sa.func.row_number().over(order_by=frame_order(stratum, dialect, exact=exact)) - 1).label("pos")
+            numbered = sa.select(c.id, c.frame_key, position).select_from(records).where(*where).subquery("frame")
+            hits = sa.select(numbered.c.pos, numbered.c.id, numbered.c.frame_key).join(
+                temp, temp.c.pos == numbered.c.pos
+            )
+            keys, at = {}, {}
+            for pos, id_, key in (await conn.execute(hits)).all():
+                keys[int(pos)], at[int(pos)] = int(key), int(id_)
+            if exact or not any(keys.get(p - 1) == keys[p] or keys.get(p + 1) == keys[p] for p in wanted):
+                break
+        picked = sa.select(c.id, *(c[name] for name in CERTIFICATE_FIELDS), batches.c.quarter).join(
+            batches, batches.c.id == records.c.batch_id
         )
-        found = {(str(r.frame_stratum), int(r.frame_pos)): r for r in (await conn.execute(joined)).all()}
+        if dialect == "postgresql":  # an array: probes of the primary key (a joined temporary table was hashed)
+            picked = picked.where(c.id == sa.any_(sa.bindparam("ids", [at[p] for p in wanted], ARRAY(sa.BigInteger))))
+        else:
+            await conn.execute(sa.insert(ids), [{"id": at[p]} for p in wanted])
+            picked = picked.where(c.id.in_(sa.select(ids.c.id)))
+        rows = {int(r.id): r for r in (await conn.execute(picked)).all()}
     finally:
-        await conn.rollback()  # the temporary table goes with the transaction
-    return found
+        await conn.rollback()  # the temporary tables go with the transaction
+    return {(name, pos): rows[at[offsets[name] + pos]] for name, pos in chosen}
 
 
 def _sampled(seq: int, name: str, r: Any) -> Sampled:

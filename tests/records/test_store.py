@@ -180,6 +180,20 @@ async def test_one_mem_holder_with_two_operation_items_is_two_certificates_not_a
     assert sorted(c.operation_item for c in hit.certificates) == ["低压电工作业", "高压电工作业"]
 
 
+async def test_every_imported_record_carries_the_frame_key_of_its_certificate(store, tmp_path) -> None:
+    from aggregator.records.frame_key import frame_key
+
+    rows = [mem_row(item="低压电工作业"), mem_row(item="高压电工作业")]
+    assert (await import_rows(store, tmp_path, "mem.csv", rows)).status == BatchStatus.IMPORTED
+    async with store.engine.connect() as conn:
+        stored = (await conn.execute(sa.text("SELECT number, operation_item, holder_id_number, frame_key "
+                                             "FROM records ORDER BY operation_item"))).all()  # fmt: skip
+    assert [r.frame_key for r in stored] == [
+        frame_key("mem", r.number, r.operation_item, r.holder_id_number) for r in stored
+    ]
+    assert len({r.frame_key for r in stored}) == 2 and all(0 < r.frame_key < 2**63 for r in stored)
+
+
 async def test_a_repeated_mohurd_number_is_a_duplicate(store, tmp_path) -> None:
     rows = [
         ["京A012024000123", "李四", ID_LI, "建筑电工", "建筑电工"],
@@ -513,6 +527,32 @@ async def test_the_migrated_database_matches_the_tables_the_queries_are_written_
         diffs = await conn.run_sync(differences)
 
     assert diffs == []
+
+
+def test_migration_0010_computes_the_frame_key_of_the_records_already_there(tmp_path) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    from aggregator.records.database import MIGRATIONS
+    from aggregator.records.frame_key import frame_key
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'old.sqlite3'}")
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0009")
+        conn.execute(sa.text("INSERT INTO batches (id, department, quarter, file_name, sha256, uploaded_at, "
+                             "uploaded_by, status) VALUES (1, 'mem', '2026Q1', 'a.csv', 'x', '2026-01-01', 't', "
+                             "'imported')"))  # fmt: skip
+        conn.execute(sa.text("INSERT INTO records (batch_id, department, number, holder_id_number, kind, category, "
+                             "operation_item, status, row_number, is_current) VALUES "
+                             "(1, 'mem', 'T1', '1', 'k', '电工作业', '低压电工作业', 'valid', 2, 1), "
+                             "(1, 'samr', '2', NULL, 'k', '叉车司机', 'N1', 'valid', 3, 1)"))  # fmt: skip
+        command.upgrade(config, "head")
+        keys = conn.execute(sa.text("SELECT frame_key FROM records ORDER BY id")).scalars().all()
+    engine.dispose()
+    assert keys == [frame_key("mem", "T1", "低压电工作业", "1"), frame_key("samr", "2", "叉车司机", None)]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
