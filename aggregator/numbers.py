@@ -11,6 +11,7 @@ lenient: a number that fits no format may still exist in uploaded records, so it
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -251,6 +252,14 @@ def parse_number(raw: str) -> Classification:
         raise NumberError("请输入证书编号 (enter a certificate number)")
     if len(raw) > MAX_INPUT_LENGTH:
         raise NumberError(f"输入过长，最多 {MAX_INPUT_LENGTH} 个字符 (input longer than {MAX_INPUT_LENGTH} characters)")
+    # Every lookup parses its number (a lookup with a name twice): the same input gives the same classification,
+    # kept for recent inputs (bad input raises and is not kept); each caller gets lists of its own.
+    c = _parse_number_kept(raw)
+    return Classification(c.number, list(c.formats), list(c.warnings))
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_number_kept(raw: str) -> Classification:
     number = normalise(raw)
     if not number:
         raise NumberError("请输入证书编号 (enter a certificate number)")

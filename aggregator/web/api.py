@@ -135,7 +135,7 @@ async def get_certificate(request: Request) -> Response:
             client_ip=client_address(request),
         )
         return AnswerResponse(view, headers=NO_STORE)
-    _, view = await services(request).lookup_for(
+    body = await services(request).lookup_json_for(
         caller(request),
         request.path_params["number"],
         name=NAME.read(request),
@@ -143,7 +143,7 @@ async def get_certificate(request: Request) -> Response:
         purpose=PURPOSE.read(request),
         client_ip=client_address(request),
     )
-    return AnswerResponse(view, headers=NO_STORE)
+    return Response(body, media_type="application/json", headers=NO_STORE)
 
 
 # --- batch verification -----------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from aggregator.web.campaigns import campaign_routes
 from aggregator.web.config import WebConfig
 from aggregator.web.holders.api import holder_routes
 from aggregator.web.metrics import Metrics
-from aggregator.web.middleware import Gate, ProblemGuard, RateLimitHeaders, RequestMetrics
+from aggregator.web.middleware import Front, Gate
 from aggregator.web.openapi import openapi_routes
 from aggregator.web.ops import ops_routes
 from aggregator.web.problems import MethodNotAllowed, RouteNotFound, WebError, problem_response
@@ -124,6 +124,7 @@ def create_app(
                 gc.freeze()
             yield
             await work.stop()
+            await services.aclose()
         finally:
             if owned:
                 await gw.close()
@@ -131,9 +132,7 @@ def create_app(
     app = Starlette(
         routes=app_routes(),
         middleware=[
-            Middleware(RequestMetrics, metrics=metrics),
-            Middleware(RateLimitHeaders),
-            Middleware(ProblemGuard),
+            Middleware(Front, metrics=metrics),  # metrics, RateLimit-* headers, problem documents
             Middleware(Gate, config=web, services=lambda: app.state.services),
         ],
         exception_handlers={HTTPException: _http_exception},

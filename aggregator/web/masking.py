@@ -15,11 +15,16 @@ Every answer carries `view: {role, masked}` so a reader can tell what was withhe
 
 from __future__ import annotations
 
+import operator
 import re
+import secrets
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
-from aggregator.models import Answer, Verdict
+import pydantic_core
+
+from aggregator.models import Answer, QueryEcho, Verdict
 from aggregator.numbers import normalise
 from aggregator.web.roles import FULL_VIEW_ROLES, Role
 
@@ -127,3 +132,65 @@ def mask_answer(answer: Answer, role: Role, typed: set[str] | frozenset[str] = f
         data["name_matches"] = overall_name_match(answer)
     data["view"] = {"role": role.value, "masked": True}
     return data
+
+
+# --- the serialised view, kept ------------------------------------------------------------------------------
+#
+# A cached lookup gets back the gateway's kept merged answer, copied with a new `answered_at` / `elapsed_ms`
+# (and for a name, a new `query` with `name_check` set): every other field is the very object of the earlier
+# answer. So the masked, serialised view is kept by the identity of those objects (held by the entry, so an id
+# is never reused while its entry lives) with the role and the typed numbers, as the bytes before, between and
+# after the two per-lookup values, which are serialised afresh and spliced in: the same bytes as
+# `pydantic_core.to_json(mask_answer(...))`, without the dump, the masking and most of the serialising.
+
+VIEW_ENTRIES = 512  # kept views (each a few kB of bytes plus references to objects a kept answer holds anyway)
+_SENTINEL = "certq-splice-" + secrets.token_hex(8)
+_AT_KEY, _MS_KEY = b'"answered_at":', b'"elapsed_ms":'
+_AT_MARK = _AT_KEY + b'"' + _SENTINEL.encode() + b'"'
+_MS_MARK = _MS_KEY + b'"' + _SENTINEL.encode() + b'"'
+_QUERY_FIELDS = tuple(QueryEcho.model_fields)
+_views: OrderedDict[tuple[Any, ...], tuple[tuple[Any, ...], bytes, bytes, bytes]] = OrderedDict()
+
+
+def _parts(answer: Answer) -> tuple[Any, ...]:
+    """What an answer's view depends on besides the role and the typed numbers and its two per-lookup values."""
+    q = answer.query.__dict__
+    return (
+        *(q[f] for f in _QUERY_FIELDS),
+        answer.verdict,
+        answer.verdict_reason,
+        answer.complete,
+        answer.certificates,
+        answer.sources,
+        answer.conflicts,
+        answer.recognitions,
+    )
+
+
+def masked_json(answer: Answer, role: Role, typed: set[str] | frozenset[str] = frozenset()) -> bytes:
+    """`pydantic_core.to_json(mask_answer(answer, role, typed))`, the split form kept for answers that share
+    their parts with an earlier one (the gateway's kept merged answers)."""
+    if type(answer) is not Answer:  # a past answer (as_of) and anything else: no shortcut
+        return pydantic_core.to_json(mask_answer(answer, role, typed))
+    parts = _parts(answer)
+    key = (*map(id, parts), role, frozenset(typed))
+    entry = _views.get(key)
+    if entry is not None and all(map(operator.is_, entry[0], parts)):  # same length: same key shape
+        _views.move_to_end(key)
+        _, head, middle, tail = entry
+    else:
+        data = mask_answer(answer, role, typed)
+        data["answered_at"] = data["elapsed_ms"] = _SENTINEL
+        whole = pydantic_core.to_json(data)
+        head, found, rest = whole.partition(_AT_MARK)
+        middle, found2, tail = rest.partition(_MS_MARK)
+        if not found or not found2 or _AT_MARK in tail or _MS_MARK in tail:  # cannot happen; never guess
+            return pydantic_core.to_json(mask_answer(answer, role, typed))
+        _views[key] = (parts, head, middle, tail)
+        if len(_views) > VIEW_ENTRIES:
+            _views.popitem(last=False)
+    return b"".join(
+        (head, _AT_KEY, pydantic_core.to_json(answer.answered_at), middle, _MS_KEY,
+         pydantic_core.to_json(answer.elapsed_ms), tail)
+    )
+

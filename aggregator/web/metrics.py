@@ -88,6 +88,7 @@ class Metrics:
         # Labelled children by label values: `labels()` takes a lock and builds a key on every call, and
         # every request would call it about seven times. The children are never removed, so this is safe.
         self._children: dict[tuple[object, ...], Any] = {}
+        self._by_sources: dict[int, tuple[Any, tuple[Any, ...], tuple[tuple[Any, float], ...]]] = {}
 
     def _child(self, metric: Any, *values: str) -> Any:
         key = (id(metric), *values)
@@ -102,11 +103,25 @@ class Metrics:
 
     def observe_answer(self, answer: Answer) -> None:
         self._child(self.lookups, answer.verdict.value).inc()
-        for s in answer.sources:
-            outcome = s.error_kind.value if s.outcome == Outcome.UNAVAILABLE and s.error_kind else s.outcome.value
-            self._child(self.source_calls, s.source, outcome, "true" if s.from_cache else "false").inc()
-            if not s.from_cache and s.outcome != Outcome.SKIPPED:
-                self._child(self.source_latency, s.source).observe(s.elapsed_ms / 1000)
+        sources = answer.sources
+        # A repeated lookup (the gateway's kept answer) carries the very list of source outcomes: what to count
+        # for it is kept by its identity (the list held, so the id is not reused while the entry lives).
+        kept = self._by_sources.get(id(sources))
+        if kept is None or kept[0] is not sources:
+            calls, latencies = [], []
+            for s in sources:
+                outcome = s.error_kind.value if s.outcome == Outcome.UNAVAILABLE and s.error_kind else s.outcome.value
+                calls.append(self._child(self.source_calls, s.source, outcome, "true" if s.from_cache else "false"))
+                if not s.from_cache and s.outcome != Outcome.SKIPPED:
+                    latencies.append((self._child(self.source_latency, s.source), s.elapsed_ms / 1000))
+            kept = (sources, tuple(calls), tuple(latencies))
+            if len(self._by_sources) >= 1_024:
+                self._by_sources.clear()
+            self._by_sources[id(sources)] = kept
+        for child in kept[1]:
+            child.inc()
+        for child, seconds in kept[2]:
+            child.observe(seconds)
 
     async def refresh(self, gateway: Any) -> None:
         """Read the cache counters, circuit states and Redis health from the gateway (never raises)."""

@@ -1,10 +1,10 @@
 """The ASGI layers every request passes, outermost first (plain ASGI, no per-request task or copy):
 
-1. `RequestMetrics`: counts and times every request by route template and status.
-2. `RateLimitHeaders`: `RateLimit-Limit`, `-Remaining`, `-Reset` and `-Policy` on every response to a
-   request that went through a rate limit (allowed or not, problem documents included).
-3. `ProblemGuard`: any exception becomes an RFC 9457 problem document; there is never a bare 500 page.
-4. `Gate`: the client IP (proxy headers only from trusted proxies), the body size limit (checked against
+1. `Front`, three jobs in one layer: counts and times every request by route template and status (metrics);
+   `RateLimit-Limit`, `-Remaining`, `-Reset` and `-Policy` on every response to a request that went through a
+   rate limit (allowed or not, problem documents included); any exception becomes an RFC 9457 problem
+   document, there is never a bare 500 page.
+2. `Gate`: the client IP (proxy headers only from trusted proxies), the body size limit (checked against
    Content-Length up front and while the body streams in), the caller's key (`Authorization: Bearer`;
    an unknown or revoked key is a 401, never a silent downgrade to public) and the rate limit (per key, or
    per client IP for anonymous callers and for requests with a bad key). Probes, metrics and static files
@@ -46,15 +46,15 @@ log = logging.getLogger("aggregator.web")
 UNLIMITED_PREFIXES = ("/healthz", "/readyz", "/metrics", "/static/", "/favicon.ico")
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    for k, v in scope.get("headers", ()):
-        if k == name:
-            return v.decode("latin-1")
-    return None
+_GATE_HEADERS = frozenset((b"content-type", b"content-length", b"authorization"))
 
 
-class RequestMetrics:
-    """Outermost layer: one count and one timing per HTTP request, labelled by the matched route template."""
+class Front:
+    """The outer layer, three jobs in one pass (one send wrapper, one frame): every HTTP request counted and
+    timed by route template and status (once, outermost); the RateLimit-* headers added to
+    the response from the decision the Gate, or a batch, left in the request state, whatever the response is
+    (an answer, a 429 or another problem document); and any exception that escapes a route (or the Gate)
+    turned into a problem document, never a bare 500 page."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -64,37 +64,14 @@ class RequestMetrics:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = time.perf_counter()
+        t0 = time.perf_counter()
         status = 500
+        started = False
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            route = scope.get("route")
-            label = getattr(route, "path", None) or "unmatched"
-            self.metrics.observe_request(label, scope["method"], status, time.perf_counter() - started)
-
-
-class RateLimitHeaders:
-    """Adds the RateLimit-* headers (from the decision the Gate, or a batch, left in the request state) to
-    the response, whatever it is: an answer, a 429 or another problem document."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_wrapper(message: Message) -> None:
-            if message["type"] == "http.response.start":
+                started = True
                 decision = scope.get("state", {}).get(RATELIMIT_STATE)
                 if isinstance(decision, Decision):
                     headers = list(message.get("headers", []))
@@ -103,41 +80,26 @@ class RateLimitHeaders:
                         if k.lower().encode("latin-1") not in present:
                             headers.append((k.lower().encode("latin-1"), v.encode("latin-1")))
                     message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, send_wrapper)
-
-
-class ProblemGuard:
-    """Turns any exception that escapes a route (or the gate) into a problem document."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
+                status = message["status"]
             await send(message)
 
         try:
-            await self.app(scope, receive, send_wrapper)
-        except Exception as exc:  # noqa: BLE001 - the one place that answers for every failure
-            err = describe(exc)
-            if err.status >= 500:
-                if isinstance(exc, WebError):  # an expected, typed outage (not ready, audit log down): no trace
-                    log.warning("%s %s: %s", scope.get("method"), scope.get("path"), err.en)
-                else:
-                    log.exception("%s %s failed", scope.get("method"), scope.get("path"))
-            if started:  # too late for a problem document; the server closes the connection
-                raise
-            await problem_response(exc)(scope, receive, send)
+            try:
+                await self.app(scope, receive, send_wrapper)
+            except Exception as exc:  # noqa: BLE001 - the one place that answers for every failure
+                err = describe(exc)
+                if err.status >= 500:
+                    if isinstance(exc, WebError):  # an expected, typed outage (not ready, audit log down): no trace
+                        log.warning("%s %s: %s", scope.get("method"), scope.get("path"), err.en)
+                    else:
+                        log.exception("%s %s failed", scope.get("method"), scope.get("path"))
+                if started:  # too late for a problem document; the server closes the connection
+                    raise
+                await problem_response(exc)(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            label = getattr(route, "path", None) or "unmatched"
+            self.metrics.observe_request(label, scope["method"], status, time.perf_counter() - t0)
 
 
 class Gate:
@@ -157,16 +119,23 @@ class Gate:
         request_state = scope.setdefault("state", {})
         request_state["client_ip"] = ip
 
-        content_type = (_header(scope, b"content-type") or "").lower()
+        found: dict[bytes, bytes] = {}  # the first of each of the three headers, in one pass
+        for k, v in scope.get("headers", ()):
+            if k in _GATE_HEADERS and k not in found:
+                found[k] = v
+        raw_type = found.get(b"content-type")
+        content_type = raw_type.decode("latin-1").lower() if raw_type is not None else ""
         limit = cfg.upload_limit if content_type.startswith("multipart/") else cfg.body_limit
-        length = _header(scope, b"content-length")
+        raw_length = found.get(b"content-length")
+        length = raw_length.decode("latin-1") if raw_length is not None else None
         too_large = UploadTooLarge if content_type.startswith("multipart/") else BodyTooLarge
         if length is not None and length.strip().isdigit() and int(length) > limit:
             raise too_large(limit)
 
         path: str = scope.get("path", "")
         limited = not path.startswith(UNLIMITED_PREFIXES)
-        auth = _header(scope, b"authorization") if limited else None  # probes ignore any key
+        raw_auth = found.get(b"authorization") if limited else None  # probes ignore any key
+        auth = raw_auth.decode("latin-1") if raw_auth is not None else None
         if auth is None:
             principal = Principal.anonymous()
         else:

@@ -34,7 +34,7 @@ from aggregator.resilience.health import RedisHealth
 
 WINDOW_S = 60.0
 # Where the Gate leaves the request's rate-limit decision (and whose window it was) in the request state;
-# the RateLimit-* response headers are made from it (middleware.RateLimitHeaders). A batch replaces it with
+# the RateLimit-* response headers are made from it (middleware.Front). A batch replaces it with
 # the decision that charged its pairs.
 RATELIMIT_STATE = "ratelimit"
 RATELIMIT_IDENT = "ratelimit_ident"

@@ -80,6 +80,12 @@ class Services(Lookups):
         self.after_lookup = self.receipts.supersede
         self.work: Work | None = None  # long-running work (services/work.py), set by the app or the worker
 
+    async def aclose(self) -> None:
+        """Write what background helpers still hold (the public lookups counted for holders) before the app
+        stops; the gateway is closed after this."""
+        if self.public_lookups is not None:
+            await self.public_lookups.flush()
+
     @classmethod
     def on(cls, gateway: Gateway, *, config: WebConfig, metrics: Metrics) -> Services:
         """The services on an open gateway: keys, the audit log and the name budget in its records database,

@@ -1,6 +1,7 @@
 """Lookups as a role may make them: the one path from a request (API or page) to an answer.
 
     answer, view = await services.lookup_for(principal, number, name=None, id_number=None, purpose=None, client_ip=ip)
+    body = await services.lookup_json_for(principal, number, ...)   # the same view as JSON bytes (the API)
     rows = await services.verify_for(principal, pairs, purpose=None, client_ip=ip, rate_state=request_state)
 
 `lookup_for`: the purpose rule for regulators, the name-check budget (a name beyond it is not checked: the
@@ -23,7 +24,7 @@ from aggregator.resilience import SourceStats
 from aggregator.web.batch import Pair, RowResult, verify_all
 from aggregator.web.config import WebConfig
 from aggregator.web.holders.view import PublicLookupCounts
-from aggregator.web.masking import mask_answer, overall_name_match
+from aggregator.web.masking import mask_answer, masked_json, overall_name_match
 from aggregator.web.metrics import Metrics
 from aggregator.web.namebudget import (
     BUDGET_SPENT,
@@ -165,6 +166,39 @@ class Lookups:
         client_ip: str | None = None,
     ) -> tuple[Answer, dict[str, Any]]:
         """One lookup as `principal` may make it: the answer and the view of it the caller may see."""
+        answer, typed = await self._lookup(
+            principal, number, name=name, id_number=id_number, purpose=purpose, client_ip=client_ip
+        )
+        return answer, mask_answer(answer, principal.role, typed)
+
+    async def lookup_json_for(
+        self,
+        principal: Principal,
+        number: str,
+        *,
+        name: str | None = None,
+        id_number: str | None = None,
+        purpose: str | None = None,
+        client_ip: str | None = None,
+    ) -> bytes:
+        """`lookup_for`'s view serialised (UTF-8 JSON, compact), for the API: a repeated lookup's view is kept
+        serialised (`masking.masked_json`)."""
+        answer, typed = await self._lookup(
+            principal, number, name=name, id_number=id_number, purpose=purpose, client_ip=client_ip
+        )
+        return masked_json(answer, principal.role, typed)
+
+    async def _lookup(
+        self,
+        principal: Principal,
+        number: str,
+        *,
+        name: str | None,
+        id_number: str | None,
+        purpose: str | None,
+        client_ip: str | None,
+    ) -> tuple[Answer, frozenset[str]]:
+        """The lookup, its metrics and its audit entry: the answer and the numbers the caller typed."""
         purpose = require_purpose(principal, purpose)
         name = (name or "").strip() or None
         refused: str | None = None
@@ -183,27 +217,27 @@ class Lookups:
             await self.after_lookup(answer)
         if principal.key_id is None and self.public_lookups is not None:  # what a holder sees of the public
             self.public_lookups.count(answer.query.number)
-        entry = AuditEntry.now(
-            principal,
-            action="lookup",
-            number=answer.query.number,
-            name_given=answer.query.name_given,
-            id_number_given=answer.query.id_number_given,
-            verdict=answer.verdict.value,
-            purpose=purpose,
-            client_ip=client_ip,
-            name_check=audit_name_check(answer),
-            holder_id_number=audit_holder(answer, id_number),
-        )
-        if principal.key_id is not None:
-            await self.audit.write([entry])
-        elif refused == BUDGET_SPENT:  # the public is audited only when it keeps guessing names
-            try:
+        if principal.key_id is not None or refused == BUDGET_SPENT:  # the public: when it keeps guessing names
+            entry = AuditEntry.now(
+                principal,
+                action="lookup",
+                number=answer.query.number,
+                name_given=answer.query.name_given,
+                id_number_given=answer.query.id_number_given,
+                verdict=answer.verdict.value,
+                purpose=purpose,
+                client_ip=client_ip,
+                name_check=audit_name_check(answer),
+                holder_id_number=audit_holder(answer, id_number),
+            )
+            if principal.key_id is not None:
                 await self.audit.write([entry])
-            except Exception as e:  # noqa: BLE001 - the answer reveals nothing the name could: it is still given
-                log.warning("could not audit a refused public name check: %s", e)
-        typed = {t for t in (number, id_number) if t}
-        return answer, mask_answer(answer, principal.role, typed)
+            else:
+                try:
+                    await self.audit.write([entry])
+                except Exception as e:  # noqa: BLE001 - the answer reveals nothing the name could: still given
+                    log.warning("could not audit a refused public name check: %s", e)
+        return answer, frozenset(t for t in (number, id_number) if t)
 
     async def verify_for(
         self,
