@@ -84,7 +84,7 @@ async def drop_database(url: str) -> None:
 async def add_roster(engine, roster_id: str, numbers: list[str], *, monitor: bool = False) -> None:
     import sqlalchemy as sa
 
-    from aggregator.records.schema import roster_members, rosters
+    from aggregator.records.schema import rosters
 
     now = datetime.now(UTC)
     async with engine.begin() as conn:
