@@ -76,7 +76,7 @@ async def upload_in_force(
         batches.c.uploaded_at < before,
     )
     in_force = (
-        sa.select(batches.c.id, batches.c.quarter, batches.c.uploaded_at)
+        sa.select(batches.c.id, batches.c.quarter, batches.c.uploaded_at, batches.c.reaffirms)
         .where(uploaded)
         .order_by(batches.c.quarter.desc(), batches.c.id.desc())
         .limit(1)
@@ -102,7 +102,15 @@ async def upload_in_force(
         if known is None or rank > known[0]:
             newest[cert.key()] = (rank, cert, row)
     chosen = sorted(newest.values(), key=lambda v: (v[1].number, v[1].category or "", v[1].operation_item or ""))
-    as_of = [quarter_as_of(row.quarter, as_utc(row.uploaded_at)) for _, _, row in chosen]
+    # A batch in force that re-affirms an earlier one (the same file uploaded for a newer quarter) vouches for
+    # that batch's rows as of its own quarter.
+    reaffirmed_as_of = quarter_as_of(head.quarter, as_utc(head.uploaded_at)) if head.reaffirms is not None else None
+    as_of = [
+        reaffirmed_as_of
+        if reaffirmed_as_of is not None and row.batch_id == head.reaffirms
+        else quarter_as_of(row.quarter, as_utc(row.uploaded_at))
+        for _, _, row in chosen
+    ]
     return UploadThen(
         batch_id=head.id,
         quarter=head.quarter,

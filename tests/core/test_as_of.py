@@ -159,3 +159,24 @@ async def test_the_live_lookup_is_untouched_by_the_history_of_uploads(past) -> N
     """Today's lookup still sees only the current rows (2026Q2)."""
     hit = await past.store.find("mem", number=NUMBER)
     assert hit.quarter == "2026Q2" and hit.certificates[0].valid_until == date(2031, 1, 2)
+
+
+async def test_the_same_file_uploaded_for_a_newer_quarter_makes_the_data_as_of_that_quarter(settings, tmp_path) -> None:
+    store = await RecordStore.open(f"sqlite+aiosqlite:///{tmp_path / 'certq.sqlite3'}")
+    gw = Gateway(settings, store, today=lambda: TODAY)
+    try:
+        q1 = await upload(store, tmp_path, "2026Q1", at(4, 10), "2029-01-02")
+        path = tmp_path / "mem-2026Q1.csv"  # unchanged: the department re-affirms it for 2026Q2
+        report = await store.import_file(path, department="mem", quarter="2026Q2")
+        assert report.reaffirms == q1
+        async with store.engine.begin() as conn:
+            await conn.execute(sa.update(batches).where(batches.c.id == report.id).values(uploaded_at=at(7, 5)))
+        before = await lookup_as_of(gw, NUMBER, on=date(2026, 6, 1))
+        after = await lookup_as_of(gw, NUMBER, on=date(2026, 8, 1))
+    finally:
+        await gw.close()
+    assert basis(before, "mem_records").data_as_of == datetime(2026, 3, 31, 23, 59, 59, 999999, tzinfo=CHINA_TIME)
+    upload_then = basis(after, "mem_records")
+    assert upload_then.quarter == "2026Q2"
+    assert upload_then.data_as_of == datetime(2026, 6, 30, 23, 59, 59, 999999, tzinfo=CHINA_TIME)
+    assert after.verdict == Verdict.VALID and after.certificates[0].valid_until == date(2029, 1, 2)
