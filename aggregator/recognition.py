@@ -11,8 +11,8 @@ from datetime import date
 
 from aggregator.config import HolderRule, RecognitionCatalogue, RecognitionEntry
 from aggregator.models import (
-    CertStatus,
     Certificate,
+    CertStatus,
     Exemption,
     Recognition,
     SkillEquivalence,

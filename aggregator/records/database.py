@@ -105,6 +105,16 @@ def create_engine(url: str | None = None, *, connect_args: Mapping[str, Any] | N
     raise ValueError(f"unsupported database {parsed.drivername!r}: use a SQLite file or postgresql+asyncpg://")
 
 
+def dialect_insert(dialect: str, table: sa.Table) -> Any:
+    """INSERT in the database's own dialect (`engine.dialect.name`), which has ON CONFLICT DO NOTHING / DO UPDATE:
+    SQLite and PostgreSQL spell it the same way."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table)
+
+
 @asynccontextmanager
 async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """A connection in a write transaction (SQLite: BEGIN IMMEDIATE), committed at the end of the block and

@@ -41,7 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aggregator.config import HealthConfig
 from aggregator.models import SourceResult
-from aggregator.records.database import write_transaction
+from aggregator.records.database import dialect_insert, write_transaction
 from aggregator.records.schema import (
     HEALTH_LATENCY_BOUNDS_MS,
     HEALTH_LATENCY_COLUMNS,
@@ -208,11 +208,7 @@ class HealthLog:
 
 def _upsert(dialect: str, table: sa.Table, key: str) -> Any:
     """INSERT ... ON CONFLICT (source, key) DO UPDATE SET every counter = counter + excluded.counter."""
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    statement = insert(table)
+    statement = dialect_insert(dialect, table)
     return statement.on_conflict_do_update(
         index_elements=[table.c.source, table.c[key]],
         set_={name: table.c[name] + statement.excluded[name] for name in HEALTH_SUM_COLUMNS},

@@ -31,7 +31,7 @@ from aggregator.models import Answer, NameCheck
 from aggregator.numbers import NumberError, parse_number
 from aggregator.render import neutralise
 from aggregator.web.masking import mask_answer, overall_name_match
-from aggregator.web.namebudget import checked, not_checked
+from aggregator.web.namebudget import name_outcome
 from aggregator.web.problems import BadRequest, Unprocessable
 from aggregator.web.roles import Role
 
@@ -279,7 +279,7 @@ async def verify_all(
                 return
             r.looked_up = True
             if name is not None:
-                r.answer = checked(r.answer) if r.refused is None else not_checked(r.answer, r.refused)
+                r.answer = name_outcome(r.answer, name, r.refused)
                 r.name_check = r.answer.query.name_check
             typed = {t for t in (r.pair.number, r.pair.id_number) if t}
             r.view = mask_answer(r.answer, role, typed)

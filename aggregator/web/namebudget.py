@@ -45,13 +45,12 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, insert, select, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import delete, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from aggregator.merge import normalise_name
 from aggregator.models import Answer, NameCheck
+from aggregator.records.database import dialect_insert
 from aggregator.resilience.health import RedisHealth
 from aggregator.web.roles import FULL_VIEW_ROLES, Principal
 from aggregator.web.tables import deployment_secret, name_checks, write_transaction
@@ -106,6 +105,13 @@ def not_checked(answer: Answer, reason: str) -> Answer:
     return answer.model_copy(update={"query": query, "verdict_reason": f"{answer.verdict_reason}；{reason}"})
 
 
+def name_outcome(answer: Answer, name: str | None, refused: str | None) -> Answer:
+    """The answer marked with what became of the name given: checked, or not checked and why."""
+    if name is None:
+        return answer
+    return checked(answer) if refused is None else not_checked(answer, refused)
+
+
 class NameBudgetUnavailable(Exception):
     """Neither Redis nor the database could say whether a name may be checked (the name is then not checked)."""
 
@@ -145,12 +151,8 @@ async def _serialise(conn: AsyncConnection, caller: str, day: str) -> None:
 
 
 def _insert_absent(conn: AsyncConnection) -> Any:
-    """An INSERT that skips rows already present (both databases have ON CONFLICT DO NOTHING)."""
-    if conn.dialect.name == "postgresql":
-        return pg_insert(name_checks).on_conflict_do_nothing()
-    if conn.dialect.name == "sqlite":
-        return sqlite_insert(name_checks).on_conflict_do_nothing()
-    return insert(name_checks)
+    """An INSERT that skips rows already present."""
+    return dialect_insert(conn.dialect.name, name_checks).on_conflict_do_nothing()
 
 
 class DatabaseNames:

@@ -66,12 +66,11 @@ async def deployment_secret(engine: AsyncEngine, name: str, *, nbytes: int = 32)
     from secrets import token_hex
 
     from sqlalchemy import select
-    from sqlalchemy.dialects.postgresql import insert as pg_insert
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-    make = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
+    from aggregator.records.database import dialect_insert
+
     row = {"name": name, "value": token_hex(nbytes), "created_at": datetime.now(UTC)}
     async with write_transaction(engine) as conn:
-        await conn.execute(make(deployment_secrets).on_conflict_do_nothing(), [row])
+        await conn.execute(dialect_insert(engine.dialect.name, deployment_secrets).on_conflict_do_nothing(), [row])
         value = (await conn.execute(select(deployment_secrets.c.value).where(deployment_secrets.c.name == name))).scalar_one()
     return bytes.fromhex(value)

@@ -26,12 +26,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aggregator.merge import normalise_name
 from aggregator.numbers import normalise
+from aggregator.records.database import dialect_insert
 from aggregator.records.schema import live_answers, public_lookup_days, records
 from aggregator.web.tables import write_transaction
 
@@ -189,8 +188,7 @@ class PublicLookupCounts:
             return
         batch, self._pending = self._pending, Counter()
         rows = [{"number": n, "day": d, "count": c} for (n, d), c in sorted(batch.items())]
-        make = pg_insert if self._engine.dialect.name == "postgresql" else sqlite_insert
-        stmt = make(public_lookup_days)
+        stmt = dialect_insert(self._engine.dialect.name, public_lookup_days)
         stmt = stmt.on_conflict_do_update(
             index_elements=["number", "day"], set_={"count": public_lookup_days.c.count + stmt.excluded.count}
         )

@@ -32,8 +32,7 @@ from aggregator.web.namebudget import (
     NameBudget,
     NameBudgetUnavailable,
     caller_for,
-    checked,
-    not_checked,
+    name_outcome,
 )
 from aggregator.web.problems import PurposeRequired, TooManyRequests, Unprocessable, has_control_characters
 from aggregator.web.ratelimit import RATELIMIT_IDENT, RATELIMIT_STATE, WindowLimiter
@@ -82,6 +81,24 @@ def audit_holder(answer: Answer, id_number: str | None = None) -> str | None:
         return answer.query.number[:18]
     holders = {c.holder_id_number for c in answer.certificates if c.matched_by == "number" and c.holder_id_number}
     return holders.pop()[:18] if len(holders) == 1 else None
+
+
+def lookup_entry(
+    principal: Principal, answer: Answer, *, purpose: str | None, client_ip: str | None, id_number: str | None
+) -> AuditEntry:
+    """The audit entry of one lookup (`action="lookup"`): what was asked, the verdict, what became of the name."""
+    return AuditEntry.now(
+        principal,
+        action="lookup",
+        number=answer.query.number,
+        name_given=answer.query.name_given,
+        id_number_given=answer.query.id_number_given,
+        verdict=answer.verdict.value,
+        purpose=purpose,
+        client_ip=client_ip,
+        name_check=audit_name_check(answer),
+        holder_id_number=audit_holder(answer, id_number),
+    )
 
 
 class Lookups:
@@ -155,6 +172,20 @@ class Lookups:
             if s.mode == Mode.RECORDS and not s.from_cache:
                 self.record_stats.setdefault(s.source, SourceStats()).record(s)  # type: ignore[arg-type]
 
+    async def admit_name(
+        self, principal: Principal, client_ip: str | None, number: str, id_number: str | None, name: str | None
+    ) -> tuple[str | None, str | None]:
+        """(the name given, stripped, or None; why it may not be checked, or None). Bad input fails here, as in
+        the lookup, before any of the name budget is spent."""
+        name = (name or "").strip() or None
+        if name is None:
+            return None, None
+        normalised = parse_number(number).number
+        if id_number and id_number.strip():
+            parse_number(id_number)
+        [refused] = await self.admit_names(principal, client_ip, [(normalised, name)])
+        return name, refused
+
     async def lookup_for(
         self,
         principal: Principal,
@@ -200,36 +231,18 @@ class Lookups:
     ) -> tuple[Answer, frozenset[str]]:
         """The lookup, its metrics and its audit entry: the answer and the numbers the caller typed."""
         purpose = require_purpose(principal, purpose)
-        name = (name or "").strip() or None
-        refused: str | None = None
-        if name is not None:
-            normalised = parse_number(number).number  # bad input fails here as in the lookup, before any budget
-            if id_number and id_number.strip():
-                parse_number(id_number)
-            [refused] = await self.admit_names(principal, client_ip, [(normalised, name)])
+        name, refused = await self.admit_name(principal, client_ip, number, id_number, name)
         answer = await self.gateway.lookup(
             number, name=name if refused is None else None, id_number=id_number, deadline_s=self.config.deadline_s
         )
-        if name is not None:
-            answer = checked(answer) if refused is None else not_checked(answer, refused)
+        answer = name_outcome(answer, name, refused)
         self.observe(answer)
         if self.after_lookup is not None:
             await self.after_lookup(answer)
         if principal.key_id is None and self.public_lookups is not None:  # what a holder sees of the public
             self.public_lookups.count(answer.query.number)
         if principal.key_id is not None or refused == BUDGET_SPENT:  # the public: when it keeps guessing names
-            entry = AuditEntry.now(
-                principal,
-                action="lookup",
-                number=answer.query.number,
-                name_given=answer.query.name_given,
-                id_number_given=answer.query.id_number_given,
-                verdict=answer.verdict.value,
-                purpose=purpose,
-                client_ip=client_ip,
-                name_check=audit_name_check(answer),
-                holder_id_number=audit_holder(answer, id_number),
-            )
+            entry = lookup_entry(principal, answer, purpose=purpose, client_ip=client_ip, id_number=id_number)
             if principal.key_id is not None:
                 await self.audit.write([entry])
             else:

@@ -13,10 +13,8 @@ from datetime import date
 from typing import TYPE_CHECKING, Any
 
 from aggregator.asof import FutureDate, InvalidDate, PastAnswer, lookup_as_of, parse_date
-from aggregator.audit import AuditEntry
-from aggregator.numbers import parse_number
 from aggregator.web.masking import mask_answer
-from aggregator.web.namebudget import checked, not_checked
+from aggregator.web.namebudget import name_outcome
 from aggregator.web.problems import _described
 from aggregator.web.roles import Principal
 
@@ -46,39 +44,20 @@ class PastLookups:
     ) -> tuple[PastAnswer, dict[str, Any]]:
         """One lookup as of the end of day `on` (UTC) as `principal` may make it. `InvalidDate` / `FutureDate`
         (422) for a date that is not YYYY-MM-DD or is after today."""
-        from aggregator.web.services.lookups import audit_holder, audit_name_check, require_purpose
+        from aggregator.web.services.lookups import lookup_entry, require_purpose
 
         svc = self._lookups
         day = parse_date(on) if isinstance(on, str) else on
         purpose = require_purpose(principal, purpose)
-        name = (name or "").strip() or None
-        refused: str | None = None
-        if name is not None:
-            normalised = parse_number(number).number
-            if id_number and id_number.strip():
-                parse_number(id_number)
-            [refused] = await svc.admit_names(principal, client_ip, [(normalised, name)])
+        name, refused = await svc.admit_name(principal, client_ip, number, id_number, name)
         answer: Any = await lookup_as_of(
             svc.gateway, number, on=day, name=name if refused is None else None, id_number=id_number
         )
-        if name is not None:
-            answer = checked(answer) if refused is None else not_checked(answer, refused)
+        answer = name_outcome(answer, name, refused)
         if principal.key_id is not None:
+            # personal data seen, as by any lookup (the answer says as of when)
             await svc.audit.write(
-                [
-                    AuditEntry.now(
-                        principal,
-                        action="lookup",  # personal data seen, as by any lookup (the answer says as of when)
-                        number=answer.query.number,
-                        name_given=answer.query.name_given,
-                        id_number_given=answer.query.id_number_given,
-                        verdict=answer.verdict.value,
-                        purpose=purpose,
-                        client_ip=client_ip,
-                        name_check=audit_name_check(answer),
-                        holder_id_number=audit_holder(answer, id_number),
-                    )
-                ]
+                [lookup_entry(principal, answer, purpose=purpose, client_ip=client_ip, id_number=id_number)]
             )
         elif svc.public_lookups is not None:
             svc.public_lookups.count(answer.query.number)

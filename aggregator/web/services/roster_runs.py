@@ -23,13 +23,12 @@ from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aggregator.jobs import JobStore, Lease
 from aggregator.jobs.config import JobsConfig
 from aggregator.models import Verdict
-from aggregator.records.database import write_transaction
+from aggregator.records.database import dialect_insert, write_transaction
 from aggregator.records.schema import roster_members, roster_results
 from aggregator.web.batch import Pair, RowResult
 from aggregator.web.roles import Principal, Role
@@ -47,12 +46,6 @@ async def count_members(engine: AsyncEngine, roster_id: str) -> int:
     async with engine.connect() as conn:
         q = sa.select(sa.func.count()).select_from(roster_members).where(roster_members.c.roster_id == roster_id)
         return int((await conn.execute(q)).scalar_one())
-
-
-def insert_ignoring_duplicates(engine: AsyncEngine, table: sa.Table) -> Any:
-    """INSERT ... ON CONFLICT DO NOTHING in the engine's dialect."""
-    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
-    return dialect.insert(table).on_conflict_do_nothing()
 
 
 def chunks(ids: Sequence[int], *, size: int, first: int = 8) -> Iterator[Sequence[int]]:
@@ -161,7 +154,7 @@ class RosterRuns:
         todo = [i for i in ids if i not in finished]
         done = len(ids) - len(todo)
         await lease.progress(done=done, total=len(ids))
-        insert = insert_ignoring_duplicates(self.engine, roster_results)
+        insert = dialect_insert(self.engine.dialect.name, roster_results).on_conflict_do_nothing()
         for chunk in chunks(todo, size=self.config.chunk):
             async with self.engine.connect() as conn:
                 members = (
