@@ -265,10 +265,15 @@ def spawn(argv: list[str], *, stdin: str = "", env: dict[str, str] | None = None
     return Ran(wall, usage, out)
 
 
-def run_child(args: list[str], *, code: Path | None = None) -> tuple[dict[str, Any], Ran]:
+ROW_BY_ROW = {"CERTQ_IMPORT_COLUMNAR_MIN_BYTES": "1T"}  # the "rowwise" contender: no file is read by polars
+
+
+def run_child(
+    args: list[str], *, code: Path | None = None, env_extra: dict[str, str] | None = None
+) -> tuple[dict[str, Any], Ran]:
     """Run this script with `args` in a child (on the certq tree `code` if given); returns its JSON output and
     what it took."""
-    env = os.environ.copy()
+    env = {**os.environ, **(env_extra or {})}
     if code is not None:
         env["PYTHONPATH"] = str(code)
         env["CERTQ_BENCH_CODE"] = str(code)
@@ -374,11 +379,11 @@ def bench_import_sqlite(csv_path: Path, rows: int, repeat: int, before: Path | N
     )
     bare, _ = run_child(["--child", "bare"])
     certq_db = OUT / "certq.sqlite3"
-    contenders = ["shell", "shell_indexed", "certq"] + (["before"] if before else [])
+    contenders = ["shell", "shell_indexed", "certq", "rowwise"] + (["before"] if before else [])
     wall: dict[str, list[float]] = {k: [] for k in contenders}
     cpu: dict[str, list[float]] = {k: [] for k in contenders}
-    whole: dict[str, list[float]] = {"certq": [], "before": []}
-    peak: dict[str, list[int]] = {"certq": [], "before": []}  # VmHWM, KiB
+    whole: dict[str, list[float]] = {"certq": [], "rowwise": [], "before": []}
+    peak: dict[str, list[int]] = {"certq": [], "rowwise": [], "before": []}  # VmHWM, KiB
     child: dict[str, Any] = {}
     for _ in range(repeat):  # interleaved, so that a busy moment on the machine hurts every contender alike
         for name in contenders:
@@ -388,7 +393,9 @@ def bench_import_sqlite(csv_path: Path, rows: int, repeat: int, before: Path | N
                 cpu[name].append(ran.cpu)
                 continue
             out, ran = run_child(
-                ["--child", "import", str(csv_path), fresh_sqlite(certq_db)], code=before if name == "before" else None
+                ["--child", "import", str(csv_path), fresh_sqlite(certq_db)],
+                code=before if name == "before" else None,
+                env_extra=ROW_BY_ROW if name == "rowwise" else None,
             )
             if out["status"] != "imported" or out["rows_imported"] != rows:
                 raise SystemExit(f"{name} import did not import every row: {json.dumps(out, ensure_ascii=False)}")
@@ -408,6 +415,7 @@ def bench_import_sqlite(csv_path: Path, rows: int, repeat: int, before: Path | N
         "shell": "sqlite3 .import (baseline)",
         "shell_indexed": "sqlite3 .import + the 2 lookup indexes",
         "certq": "certq RecordStore.import_file",
+        "rowwise": "the same, every row row by row",
         "before": f"certq import_file, code in {before}",
     }
     for name in contenders:
@@ -429,6 +437,7 @@ def bench_import_sqlite(csv_path: Path, rows: int, repeat: int, before: Path | N
         f" {child['vm_hwm_kb_after_module_imports'] / 1024:.0f} MB before"
         f" it opened the store; a bare interpreter importing the certq modules: {bare['vm_hwm_kb'] / 1024:.0f} MB"
     )
+    print(f"    peak RSS row by row: {max(peak['rowwise']) / 1024:.0f} MB")
     if before:
         print(f"    peak RSS with the code in {before}: {max(peak['before']) / 1024:.0f} MB")
     if repeat > 1:
@@ -609,7 +618,7 @@ async def bench_postgres(
     try:
         await conn.execute(f"CREATE SCHEMA {schema}")
         columns = ", ".join(f'"{h}" text' for h in HEADER)
-        contenders = ["psql", "copy", "certq"] + (["before"] if before else [])
+        contenders = ["psql", "copy", "certq", "rowwise"] + (["before"] if before else [])
         wall: dict[str, list[float]] = {k: [] for k in contenders}
         index_s: list[float] = []
         child: dict[str, dict[str, Any]] = {}
@@ -638,6 +647,7 @@ async def bench_postgres(
                     out, _ = run_child(
                         ["--child", "import", str(csv_path), normalise_database_url(url), own],
                         code=before if name == "before" else None,
+                        env_extra=ROW_BY_ROW if name == "rowwise" else None,
                     )
                     if out["status"] != "imported" or out["rows_imported"] != rows:
                         said = json.dumps(out, ensure_ascii=False)
@@ -653,6 +663,7 @@ async def bench_postgres(
             "psql": "psql \\copy (FORMAT csv) (baseline)",
             "copy": "asyncpg COPY FROM STDIN (FORMAT csv)",
             "certq": "certq import_file",
+            "rowwise": "the same, every row row by row",
             "before": f"certq import_file, code in {before}",
         }
         print(f"    {'':44s} {'wall':>9s} {'rows/s':>14s}  ratio to psql \\copy")
@@ -691,7 +702,7 @@ async def bench_postgres(
             await store.close()
         print_lookups(summary(res), rows)
     finally:
-        for name in (schema, f"{schema}_certq", f"{schema}_before"):
+        for name in (schema, f"{schema}_certq", f"{schema}_rowwise", f"{schema}_before"):
             await conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
         await conn.close()
 

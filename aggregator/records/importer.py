@@ -27,10 +27,10 @@ from typing import IO, Any
 
 from aggregator.config import ConfigError, DepartmentConfig, default_config_dir
 from aggregator.models import CertKind, Department
-from aggregator.records import fields
+from aggregator.records import columnar, fields
 from aggregator.records.limits import ImportLimits
 from aggregator.records.report import RowProblem, UnreadableFile, excerpt
-from aggregator.records.validate import DATE_COLUMNS, RECORD_COLUMNS, Problem, RowValidator
+from aggregator.records.validate import DATE_COLUMNS, RECORD_COLUMNS, Chunk, RowValidator
 
 __all__ = ["DATE_COLUMNS", "RECORD_COLUMNS", "Chunk", "Upload", "load_departments", "open_upload"]
 
@@ -188,13 +188,14 @@ class CsvSource(TableSource):
         self._text = io.TextIOWrapper(self._raw, encoding=encoding, errors="surrogateescape", newline="")
         first_line = self._text.readline()
         self._text.seek(0)
-        self._delimiter = _delimiter(first_line)
+        self.delimiter = _delimiter(first_line)
+        self._resumed: io.TextIOWrapper | None = None
 
-    def _lines(self) -> Iterator[str]:
+    def _lines(self, text_lines: Iterator[str]) -> Iterator[str]:
         """The text's physical lines, counted into `volume`; one too long for any row stops the reading."""
         longest = self.limits.max_columns * (self.limits.max_cell_chars + 3)
         long_line = self.limits.max_cell_chars
-        for text in self._text:
+        for text in text_lines:
             n = len(text)
             self.volume += n
             if n > long_line:
@@ -206,10 +207,19 @@ class CsvSource(TableSource):
                 self._long_line = True
             yield text
 
-    def rows(self) -> Iterator[tuple[int, list[Any]]]:
-        reader = csv.reader(self._lines(), delimiter=self._delimiter)
-        most = self.limits.max_columns
+    def rows(self, start: tuple[int, int] | None = None) -> Iterator[tuple[int, list[Any]]]:
+        """The rows from the file's start, or from `start` (byte offset, its line number): where the columnar
+        lane hands the rest of a file over (`columnar`)."""
+        text: Iterator[str] = self._text
         line = 1
+        if start is not None:
+            offset, line = start
+            self._raw.seek(offset)
+            encoding = "utf-8" if self.encoding == "utf-8-sig" else self.encoding
+            text = self._resumed = io.TextIOWrapper(self._raw, encoding=encoding, errors="surrogateescape", newline="")
+        reader = csv.reader(self._lines(text), delimiter=self.delimiter)
+        most = self.limits.max_columns
+        base = line - 1
         while True:
             try:
                 cells = next(reader)
@@ -232,7 +242,7 @@ class CsvSource(TableSource):
             if len(cells) > most and cells[most:].count("") != len(cells) - most:
                 raise _too_wide(line, max(i for i, c in enumerate(cells) if c) + 1, most)
             yield line, cells
-            line = reader.line_num + 1
+            line = base + reader.line_num + 1
 
     def long_cells(self, lines: list[int], rows: list[list[Any]]) -> dict[int, list[tuple[int, int]]]:
         if not self._long_line:
@@ -251,6 +261,8 @@ class CsvSource(TableSource):
         return self._raw.tell()
 
     def close(self) -> None:
+        if self._resumed is not None:
+            self._resumed.detach()
         self._text.close()
 
 
@@ -323,17 +335,6 @@ def open_table(path: Path, encodings: list[str], limits: ImportLimits | None = N
     return CsvSource(path, encodings, limits)
 
 
-@dataclass
-class Chunk:
-    """Up to `size` rows of a file: the valid ones as record tuples, and what was wrong with the others."""
-
-    records: list[tuple[Any, ...]] = field(default_factory=list)
-    problems: list[Problem] = field(default_factory=list)
-    rejected: list[tuple[int, list[Any]]] = field(default_factory=list)  # (line, cells as read)
-    rows: int = 0  # data rows read (blank rows are not counted)
-    bytes_done: int = 0
-
-
 # --- An upload -----------------------------------------------------------------------------------
 
 
@@ -368,8 +369,18 @@ class Upload:
         lines: list[int] = []
         rows: list[list[Any]] = []
         room = self.limits.max_rows
+        rows_iter: Iterator[tuple[int, list[Any]]] = itertools.chain(self.pending, self.rows_iter)
+        lane = columnar.ColumnarLane.open(
+            self.path, source, self.validator, self.header_line, min_bytes=self.limits.columnar_min_bytes
+        )
+        if lane is not None:
+            resume = yield from lane.chunks(room, self._too_many_rows, self.limits.max_cell_chars)
+            if resume is None:
+                return
+            offset, line, room = resume
+            rows_iter = source.rows((offset, line))  # type: ignore[call-arg]  (a lane is only for CsvSource)
         budget = source.volume + CHUNK_VOLUME
-        for line, cells in itertools.chain(self.pending, self.rows_iter):
+        for line, cells in rows_iter:
             if nonblank(cells):
                 lines.append(line)
                 rows.append(cells)

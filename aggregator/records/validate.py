@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import date
 from itertools import repeat
 from operator import eq, itemgetter, lt, mod, not_
@@ -87,6 +88,17 @@ _LAST = itemgetter(17)
 _CHECK_BY_REMAINDER = "".join(_ID_CHECK[2 * r % 11] for r in range(11))  # int(first 17, 13) % 11 -> check
 _GOOD_ID = "110105199003071239"  # a stand-in with a valid check character for values that are not 18 digits
 _EMPTY_TO_NONE = {"": None}.get  # used as map(_EMPTY_TO_NONE, values, values): "" -> None, others as they are
+
+
+@dataclass
+class Chunk:
+    """Up to `size` rows of a file: the valid ones as record tuples, and what was wrong with the others."""
+
+    records: list[tuple[Any, ...]] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    rejected: list[tuple[int, list[Any]]] = field(default_factory=list)  # (line, cells as read)
+    rows: int = 0  # data rows read (blank rows are not counted)
+    bytes_done: int = 0
 
 
 def _birth_date_ok(yyyymmdd: str) -> bool:

@@ -1,5 +1,10 @@
 """The fast paths of an import give what the slow ones give (issue 13).
 
+- Columnar validation (records/columnar.py): a plain UTF-8 CSV read in blocks by polars and checked column by
+  column, the flagged rows through the row-by-row rules, the rest of a file handed to the row-by-row reader at
+  the first block that is not plain (a quote, a control character, a misaligned row, bad bytes): the same
+  records, problems, rejected rows and refusal as one row per chunk, with blocks of 4 KiB and of 1 MiB.
+
 - Validation: a chunk of 5,000 rows is validated column by column (C-level maps for the common case, the
   row-by-row rules only for the rows a fast check flags); the same file read one row per chunk (every row
   through the row-by-row rules alone) and seven rows per chunk must give the same records, problems, rejected
@@ -23,7 +28,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aggregator.models import Department
+from aggregator.records import columnar
 from aggregator.records.importer import load_departments, open_upload
+from aggregator.records.limits import ImportLimits
 from aggregator.records.report import UnreadableFile
 from aggregator.records.schema import records
 from tests.helpers import make_id
@@ -82,10 +89,19 @@ def _mutate(row: list[str], how: int, rng: random.Random) -> list[str] | str:
             row[1] = "名" * 600
         case 11:  # a blank row
             return ",,,,"
+        case 12:  # a blank row as wide as the header, an empty line, a row of spaces
+            return rng.choice(["," * (len(row) - 1), "", " " + "," * (len(row) - 1)])
     return row
 
 
-def _hostile_csv(path: Path, seed: int, rows: int, bad_share: float) -> Path:
+# The mutations that keep a file plain (no quotes, controls, bad bytes, odd widths or overlong lines): the
+# columnar lane keeps reading such a file to its end, flagging rows for the row-by-row rules.
+_PLAIN_MUTATIONS = (0, 1, 2, 3, 5, 6, 7, 12)
+
+
+def _hostile_csv(
+    path: Path, seed: int, rows: int, bad_share: float, mutations: tuple[int, ...] = tuple(range(12))
+) -> Path:
     rng = random.Random(seed)
     lines = [",".join(HEADER)]
     taken: set[str] = set()
@@ -101,15 +117,18 @@ def _hostile_csv(path: Path, seed: int, rows: int, bad_share: float) -> Path:
             continue
         rows -= 1
         if rng.random() < bad_share:
-            row = _mutate(row, rng.randrange(12), rng)  # type: ignore[arg-type]
+            row = _mutate(row, rng.choice(mutations), rng)  # type: ignore[arg-type]
         lines.append(row if isinstance(row, str) else ",".join(row))
     path.write_bytes(("\n".join(lines) + "\n").encode("utf-8", "surrogateescape"))
     return path
 
 
-def _read(path: Path, size: int) -> tuple[list[Any], list[Any], list[Any], int, list[Any] | None]:
-    """Everything the validation says about a file, read `size` rows per chunk."""
-    upload = open_upload(path, _DEPTS[Department.MEM])
+def _read(
+    path: Path, size: int, *, columnar_min_bytes: int = 1 << 40
+) -> tuple[list[Any], list[Any], list[Any], int, list[Any] | None]:
+    """Everything the validation says about a file, read `size` rows per chunk (by the columnar lane where the
+    file has `columnar_min_bytes`)."""
+    upload = open_upload(path, _DEPTS[Department.MEM], ImportLimits(columnar_min_bytes=columnar_min_bytes))
     out_records: list[Any] = []
     problems: list[Any] = []
     rejected: list[Any] = []
@@ -135,6 +154,82 @@ def test_chunked_validation_says_what_row_by_row_validation_says(tmp_path_factor
     row_by_row = _read(path, 1)
     assert _read(path, 5000) == row_by_row
     assert _read(path, 7) == row_by_row
+
+
+class _LaneSpy:
+    """Counts the blocks the columnar lane validated and the hand-overs to the row-by-row reader."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, block_bytes: int) -> None:
+        self.blocks = 0
+        self.handed_over = 0
+        validate, chunks = columnar.ColumnarLane._validate, columnar.ColumnarLane.chunks
+        spy = self
+
+        def counted_validate(lane: Any, *args: Any) -> Any:
+            spy.blocks += 1
+            return validate(lane, *args)
+
+        def counted_chunks(lane: Any, *args: Any) -> Any:
+            resume = yield from chunks(lane, *args)
+            spy.handed_over += resume is not None
+            return resume
+
+        monkeypatch.setattr(columnar, "BLOCK_BYTES", block_bytes)
+        monkeypatch.setattr(columnar.ColumnarLane, "_validate", counted_validate)
+        monkeypatch.setattr(columnar.ColumnarLane, "chunks", counted_chunks)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    seed=st.integers(0, 2**32),
+    rows=st.integers(1, 400),
+    bad_share=st.sampled_from([0.0, 0.05, 0.3, 1.0]),
+    plain=st.booleans(),
+    block_bytes=st.sampled_from([4096, 1 << 20]),
+)
+def test_columnar_validation_says_what_row_by_row_validation_says(
+    tmp_path_factory, monkeypatch, seed, rows, bad_share, plain, block_bytes
+) -> None:
+    path = _hostile_csv(
+        tmp_path_factory.mktemp("fuzz") / "mem.csv", seed, rows, bad_share,
+        _PLAIN_MUTATIONS if plain else tuple(range(12)),
+    )
+    row_by_row = _read(path, 1)
+    with monkeypatch.context() as patch:
+        spy = _LaneSpy(patch, block_bytes)
+        assert _read(path, 5000, columnar_min_bytes=0) == row_by_row
+    if plain:  # the lane read the whole file
+        assert spy.blocks >= 1 and spy.handed_over == 0
+    elif block_bytes == 4096:  # the first 64 KiB are always clean: the lane read some blocks of them
+        assert spy.blocks >= 1
+
+
+def test_the_columnar_lane_reads_a_plain_file_to_its_end_and_hands_the_rest_of_a_quoted_one_over(
+    tmp_path, monkeypatch
+) -> None:
+    """Not vacuous: a plain file with bad rows stays in the lane (its rows flagged, the same problems); a quote
+    half-way hands the rest of the file over; below `columnar_min_bytes` the lane is not used at all."""
+    plain = _hostile_csv(tmp_path / "plain.csv", 11, 3_000, 0.1, _PLAIN_MUTATIONS)
+    spy = _LaneSpy(monkeypatch, 16_384)
+    said = _read(plain, 5000, columnar_min_bytes=0)
+    assert said == _read(plain, 1)
+    assert spy.blocks > 10 and spy.handed_over == 0
+    reasons = " ".join(p[3] for p in said[1])
+    for reason in ("ID check character", "name is empty", "is before valid_from", "no such date", "unknown status",
+                   "differs from the ID column", "certificate number is empty"):
+        assert reason in reasons, reason
+
+    quoted = tmp_path / "quoted.csv"
+    text = plain.read_bytes()
+    half = text.index(b"\n", len(text) // 2) + 1
+    quoted.write_bytes(text[:half] + b'T1,"\xe5\xbc\xa0,\n\xe4\xb8\x89",1,2\n' + text[half:])
+    spy.blocks = spy.handed_over = 0
+    assert _read(quoted, 5000, columnar_min_bytes=0) == _read(quoted, 1)
+    assert spy.blocks >= 2 and spy.handed_over == 1
+
+    spy.blocks = 0
+    _read(plain, 5000, columnar_min_bytes=len(text) + 1)
+    assert spy.blocks == 0
 
 
 def test_the_fuzzed_files_do_hit_every_kind_of_problem(tmp_path) -> None:
@@ -165,7 +260,11 @@ async def _imported(store: Any, path: Path, *, partial: bool) -> tuple[dict[str,
 
 
 @pytest.mark.postgres
-async def test_sqlite_inserts_and_postgresql_copy_store_the_same(tmp_path, request) -> None:
+@pytest.mark.parametrize("lane", ["row by row", "columnar"])
+async def test_sqlite_inserts_and_postgresql_copy_store_the_same(tmp_path, request, monkeypatch, lane) -> None:
+    if lane == "columnar":  # every file through the columnar lane, in 64 KiB blocks
+        monkeypatch.setenv("CERTQ_IMPORT_COLUMNAR_MIN_BYTES", "0")
+        monkeypatch.setattr(columnar, "BLOCK_BYTES", 65_536)
     clean = _hostile_csv(tmp_path / "clean.csv", 1, 12_000, 0.0)  # three chunks through one COPY
     dirty = _hostile_csv(tmp_path / "dirty.csv", 2, 11_000, 0.02)
     # ~6,000 good rows (past the first chunk, so the COPY has begun), then an unclosed quote swallowing more
