@@ -265,7 +265,7 @@ def spawn(argv: list[str], *, stdin: str = "", env: dict[str, str] | None = None
     return Ran(wall, usage, out)
 
 
-ROW_BY_ROW = {"CERTQ_IMPORT_COLUMNAR_MIN_BYTES": "1T"}  # the "rowwise" contender: no file is read by polars
+ROW_BY_ROW = {"CERTQ_IMPORT_COLUMNAR_MIN_BYTES": "1024G"}  # the "rowwise" contender: no file is read by polars
 
 
 def run_child(

@@ -8,11 +8,12 @@ the column checks flag, the same report.
 
 `RowValidator` (validate.py) already checks a chunk of rows column by column with C-level `map`s, but every
 cell still becomes a Python string first and every rule still runs in the interpreter. Here polars reads a
-block of the file (~8 MiB, about 45,000 rows) in Rust, splits it into cells and runs the common case of every
+block of the file (1 MiB, about 6,000 rows) in Rust, splits it into cells and runs the common case of every
 rule over whole columns (ID check characters, number shapes, the number/ID pairing, dates, statuses and
-genders through their distinct values), outside the GIL, so it overlaps with the database storing the block
-before. Only the rows a column check flags go through `RowValidator.validate_rows`, which says why, exactly
-as it would have; the records of both are merged in line order.
+genders through their distinct values), mostly outside the GIL (on PostgreSQL it overlaps with the server
+storing the block before). Only the rows a column check flags go through `RowValidator.validate_rows`, which
+says why, exactly as it would have. The valid rows stay a polars frame (`Chunk.frame`): PostgreSQL's COPY
+gets them as CSV written by polars, SQLite's INSERTs as tuples (`Chunk.all_records`, in line order).
 
 What a block must be for this to be exact, checked on its bytes first (any block that is not goes, with the
 rest of the file, to the row-by-row reader, starting at that block's first line):
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
 
     from aggregator.records.importer import TableSource
 
-BLOCK_BYTES = 8 * 1024 * 1024
+BLOCK_BYTES = 1024 * 1024  # 2 MiB: ~30 MB more peak memory for ~10 % less CPU (bench/README.md)
 
 Resume = tuple[int, int, int]  # (byte offset, line number, data rows still allowed) for the row-by-row reader
 
@@ -133,7 +134,7 @@ class ColumnarLane:
                     return None
                 if data:
                     cut = buffer.rfind(b"\n") + 1
-                    if not cut:  # 8 MiB without a line end: not a plain file
+                    if not cut:  # a whole block without a line end: not a plain file
                         return offset, line, room
                     block, carry = buffer[:cut], buffer[cut:]
                 else:
@@ -235,50 +236,42 @@ class ColumnarLane:
         good = table.filter(pl.col("ok"))
         flagged = table.filter(~pl.col("ok"))["k"].to_list()
 
-        def listed(column: str, empty_none: bool = True) -> list[Any]:
-            series = good[column]
-            if empty_none:
-                series = pl.select(pl.when(series != "").then(series)).to_series()
-            return series.to_list()
+        def text(column: str) -> pl.Expr:  # "" is stored as NULL, as `validate._none_if_empty` does
+            return pl.when(pl.col(column) != "").then(pl.col(column))
 
-        count = good.height
-        items = listed("operation_item")
+        items = text("operation_item")
+        item_lists = pl.lit(None, pl.String)
         if v.dept is Department.SAMR:
-            lists = {t: json.dumps(fields.split_items(t), ensure_ascii=False) for t in set(items) if t}
-            item_lists: list[Any] = [lists[t] if t else None for t in items]
-        else:
-            item_lists = [None] * count
-        records = list(
-            zip(
-                listed("number", False),
-                listed("id", False),
-                [v.kind] * count,
-                listed("issuer"),
-                listed("name", False),
-                listed("gender"),
-                listed("category"),
-                items,
-                item_lists,
-                listed("level"),
-                *(listed(d) for d in _DATE_ORDER),
-                listed("status", False),
-                listed("status_text"),
-                [first + k for k in good["k"].to_list()],
-                strict=True,
-            )
+            distinct = [t for t in good["operation_item"].unique().to_list() if t]
+            lists = {t: json.dumps(fields.split_items(t), ensure_ascii=False) for t in distinct}
+            item_lists = items.replace_strict(lists, default=None, return_dtype=pl.String)
+        valid = good.select(  # RECORD_COLUMNS, in their order
+            number=pl.col("number"),
+            holder_id_number=pl.col("id"),
+            kind=pl.lit(v.kind),
+            issuer=text("issuer"),
+            holder_name=pl.col("name"),
+            gender=text("gender"),
+            category=text("category"),
+            operation_item=items,
+            items=item_lists,
+            level=text("level"),
+            **{d: text(d) for d in _DATE_ORDER},
+            status=pl.col("status"),
+            status_text=text("status_text"),
+            row_number=pl.col("k").cast(pl.Int64) + first,
         )
         rows = frame.height
         if not flagged:
-            return Chunk(records=records, rows=rows, bytes_done=bytes_done)
+            return Chunk(frame=valid, rows=rows, bytes_done=bytes_done)
         # The flagged rows through the row-by-row rules: as `csv.reader` would read them (no quotes here)
         raw = frame.filter(pl.col("k").is_in(flagged))["line"].to_list()
         lines = [first + k for k in flagged]
         cells = [text.split(self.delimiter) for text in raw]
-        slow, problems, rejected = v.validate_rows(lines, cells)
-        if slow:
-            records = sorted(records + slow, key=lambda r: r[-1])  # row_number last: back in line order
+        records, problems, rejected = v.validate_rows(lines, cells)
         return Chunk(
             records=records,
+            frame=valid,
             problems=problems,
             rejected=[(lines[k], cells[k]) for k in rejected],
             rows=rows,

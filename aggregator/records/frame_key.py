@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from hashlib import blake2b
+from typing import Any
 
 MASK = (1 << 63) - 1
 
@@ -32,6 +33,27 @@ def frame_key(department: str, number: str, sub: str, holder_id_number: str | No
     return int.from_bytes(blake2b(text.encode(), digest_size=8).digest(), "big") & MASK
 
 
+def keys_of(texts: Iterable[str]) -> list[int]:
+    """`frame_key` of each "department|number|sub|holder" text (built by `frame_keys` or `key_text`)."""
+    from_bytes = int.from_bytes
+    return [from_bytes(blake2b(text.encode(), digest_size=8).digest(), "big") & MASK for text in texts]
+
+
+def key_text(department: str) -> Any:
+    """A polars expression of the text `frame_key` hashes, over a frame of `RECORD_COLUMNS` (the columnar
+    import's path: the text is built in polars, only the hashing is Python)."""
+    import polars as pl
+
+    if department in ("mem", "mohrss"):
+        sub = pl.coalesce(pl.col("operation_item"), pl.col("category"), pl.lit(""))
+    elif department == "samr":
+        sub = pl.coalesce(pl.col("category"), pl.lit(""))
+    else:
+        sub = pl.lit("")
+    holder = pl.col("holder_id_number").fill_null("")
+    return pl.concat_str([pl.lit(f"{department}|"), pl.col("number"), pl.lit("|"), sub, pl.lit("|"), holder])
+
+
 def frame_keys(
     department: str,
     numbers: Iterable[str],
@@ -43,11 +65,9 @@ def frame_keys(
     prefix = department + "|"
     by_item = department in ("mem", "mohrss")
     by_category = department == "samr"
-    out: list[int] = []
-    append = out.append
-    from_bytes = int.from_bytes
+    texts: list[str] = []
+    append = texts.append
     for number, category, item, holder in zip(numbers, categories, operation_items, holders):
         sub = (item or category or "") if by_item else (category or "") if by_category else ""
-        text = f"{prefix}{number}|{sub}|{holder or ''}"
-        append(from_bytes(blake2b(text.encode(), digest_size=8).digest(), "big") & MASK)
-    return out
+        append(f"{prefix}{number}|{sub}|{holder or ''}")
+    return keys_of(texts)

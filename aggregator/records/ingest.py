@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import json
 import os
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
-from itertools import repeat
+from datetime import UTC, datetime
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from aggregator.config import DepartmentConfig
 from aggregator.models import Department
 from aggregator.records import importer
 from aggregator.records.database import LOCK_CLASS, write_transaction
-from aggregator.records.frame_key import frame_keys
+from aggregator.records.frame_key import frame_keys, key_text, keys_of
 from aggregator.records.importer import RECORD_COLUMNS, Chunk, ProgressCallback, Upload
 from aggregator.records.reads import LIVE
 from aggregator.records.report import (
@@ -218,8 +218,8 @@ class RecordIngest:
                         insert = self._bulk_insert(batch_id, department)
                         async for chunk in _chunks(upload):
                             tally.add(chunk)
-                            if chunk.records and (partial or not tally.rows_rejected):
-                                await insert(conn, chunk.records)
+                            if chunk.valid and (partial or not tally.rows_rejected):
+                                await insert(conn, chunk.all_records())
                             if progress is not None:
                                 progress(tally.rows_total, chunk.bytes_done, upload.source.bytes_total)
                     else:
@@ -522,40 +522,56 @@ async def _copy_upload(
     partial: bool,
     progress: ProgressCallback | None,
 ) -> None:
-    """PostgreSQL: the upload's records into this batch through ONE binary `COPY`, fed chunk by chunk while the
-    next chunk is read and validated in a worker thread (`_prefetched_chunks`), so that the server stores one
-    chunk while this process validates the next. Counts go to `tally` as `_import`'s SQLite loop does; once a
-    row is rejected (and not `partial`) no more rows are sent, the file still read to the end for the report.
+    """PostgreSQL: the upload's records into this batch through ONE `COPY ... (FORMAT csv)`, fed chunk by chunk
+    while the next chunk is read and validated in a worker thread (`_prefetched_chunks`), so that the server
+    stores one chunk while this process validates the next. Each chunk's records become CSV in polars
+    (`_csv_of`): the columnar lane's rows never become Python objects. Counts go to `tally` as `_import`'s
+    SQLite loop does; once a row is rejected (and not `partial`) no more rows are sent, the file still read to
+    the end for the report.
 
     A file that breaks part-way (`UnreadableFile`) ends the COPY cleanly (an aborted COPY would abort the
     transaction, and the report's queries after it) and is raised after it; `_import` then rolls back."""
     broken: list[UnreadableFile] = []
-    dates = [i for i, name in enumerate(RECORD_COLUMNS) if name in importer.DATE_COLUMNS]
-    pg_dates = _PgDates()
 
-    async def rows() -> AsyncIterator[tuple[Any, ...]]:
+    async def blocks() -> AsyncIterator[bytes]:
         try:
             async for chunk in _prefetched_chunks(upload):
                 tally.add(chunk)
-                if chunk.records and (partial or not tally.rows_rejected):
-                    # Column by column (C-level maps; dates through a cache: a file repeats few of them)
-                    columns = [list(map(itemgetter(i), chunk.records)) for i in range(len(RECORD_COLUMNS))]
-                    keys = frame_keys(department.value, *(columns[i] for i in _KEY_COLUMNS))
-                    for i in dates:
-                        columns[i] = pg_dates.convert(columns[i])
-                    for row in zip(repeat(batch_id), repeat(department.value), repeat(True), *columns, keys):
-                        yield row
+                if chunk.valid and (partial or not tally.rows_rejected):
+                    yield await asyncio.to_thread(_csv_of, chunk, batch_id, department)
                 if progress is not None:
                     progress(tally.rows_total, chunk.bytes_done, upload.source.bytes_total)
         except UnreadableFile as e:
             broken.append(e)
 
     raw = await conn.get_raw_connection()
-    await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
-        "records", records=rows(), columns=["batch_id", "department", "is_current", *RECORD_COLUMNS, "frame_key"]
+    await raw.driver_connection.copy_to_table(  # type: ignore[union-attr]
+        "records", source=blocks(), columns=[*_COPY_COLUMNS], format="csv"
     )
     if broken:
         raise broken[0]
+
+
+_COPY_COLUMNS = ("batch_id", "department", "is_current", *RECORD_COLUMNS, "frame_key")
+
+
+def _csv_of(chunk: Chunk, batch_id: int, department: Department) -> bytes:
+    """A chunk's records as CSV rows of `_COPY_COLUMNS` for COPY (an empty field is NULL: records hold no
+    empty texts, `validate` stores those as NULL)."""
+    import polars as pl
+
+    frame = chunk.frame_rows()
+    keys = keys_of(frame.select(key_text(department.value)).to_series().to_list())
+    out = frame.select(
+        pl.lit(batch_id, pl.Int64).alias("batch_id"),
+        pl.lit(department.value).alias("department"),
+        pl.lit("t").alias("is_current"),
+        *RECORD_COLUMNS,
+        pl.Series("frame_key", keys, dtype=pl.Int64),
+    )
+    buffer = io.BytesIO()
+    out.write_csv(buffer, include_header=False)
+    return buffer.getvalue()
 
 
 #: Where a record tuple holds what `frame_key.frame_keys` reads (number, category, operation item, holder's ID).
@@ -565,27 +581,6 @@ _KEY_COLUMNS = tuple(RECORD_COLUMNS.index(c) for c in ("number", "category", "op
 def _frame_keys(department: Department, rows: list[tuple[Any, ...]]) -> list[int]:
     """`records.frame_key` of each record tuple (see `aggregator.records.frame_key`)."""
     return frame_keys(department.value, *(map(itemgetter(i), rows) for i in _KEY_COLUMNS))
-
-
-class _PgDates:
-    """ISO date text -> `date` for asyncpg's binary COPY, through a (bounded) cache: one `fromisoformat` per
-    distinct date of the file, not per cell."""
-
-    _MISS = object()
-
-    def __init__(self) -> None:
-        self._cache: dict[str | None, date | None] = {None: None}
-
-    def convert(self, values: list[str | None]) -> list[Any]:
-        out: list[Any] = list(map(self._cache.get, values, repeat(self._MISS)))
-        if self._MISS in out:
-            if len(self._cache) > 100_000:
-                self._cache = {None: None}
-            for k, value in enumerate(out):
-                if value is self._MISS:
-                    text: str = values[k]  # type: ignore[assignment]
-                    out[k] = self._cache[text] = date.fromisoformat(text)
-        return out
 
 
 async def _prefetched_chunks(upload: Upload) -> AsyncIterator[Chunk]:

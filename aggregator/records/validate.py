@@ -92,13 +92,44 @@ _EMPTY_TO_NONE = {"": None}.get  # used as map(_EMPTY_TO_NONE, values, values): 
 
 @dataclass
 class Chunk:
-    """Up to `size` rows of a file: the valid ones as record tuples, and what was wrong with the others."""
+    """Up to `size` rows of a file: the valid ones as record tuples, and what was wrong with the others.
+
+    From the columnar lane (`columnar`) the valid rows it checked come as `frame`, a polars DataFrame of
+    `RECORD_COLUMNS`, and `records` holds only those of its rows that went through the row-by-row rules:
+    `all_records()` gives them all as tuples, in line order (`frame_rows()` as one frame)."""
 
     records: list[tuple[Any, ...]] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     rejected: list[tuple[int, list[Any]]] = field(default_factory=list)  # (line, cells as read)
     rows: int = 0  # data rows read (blank rows are not counted)
     bytes_done: int = 0
+    frame: Any = None  # polars.DataFrame | None
+
+    @property
+    def valid(self) -> int:
+        """How many valid rows (records to store) it holds."""
+        return len(self.records) + (self.frame.height if self.frame is not None else 0)
+
+    def all_records(self) -> list[tuple[Any, ...]]:
+        if self.frame is None:
+            return self.records
+        # column by column into tuples: cheaper than DataFrame.rows()
+        tuples = list(zip(*(series.to_list() for series in self.frame.get_columns()), strict=True))
+        if not self.records:
+            return tuples
+        return sorted(tuples + self.records, key=itemgetter(-1))  # row_number last: back in line order
+
+    def frame_rows(self) -> Any:
+        """Every valid row as one polars DataFrame of `RECORD_COLUMNS`, in line order."""
+        import polars as pl
+
+        schema = {name: pl.Int64 if name == "row_number" else pl.String for name in RECORD_COLUMNS}
+        parts = [self.frame] if self.frame is not None else []
+        if self.records:
+            parts.append(pl.DataFrame(self.records, schema=schema, orient="row"))
+        if not parts:
+            return pl.DataFrame(schema=schema)
+        return pl.concat(parts, how="vertical_relaxed").sort("row_number") if len(parts) > 1 else parts[0]
 
 
 def _birth_date_ok(yyyymmdd: str) -> bool:

@@ -136,7 +136,7 @@ def _read(
     refused = None
     try:
         for chunk in upload.chunks(size):
-            out_records += chunk.records
+            out_records += chunk.all_records()
             problems += chunk.problems
             rejected += [(line, list(cells), upload.rejected_cells(cells)) for line, cells in chunk.rejected]
             rows += chunk.rows
