@@ -1,4 +1,5 @@
-"""The web layer's tables: API keys, name checks, deployment secrets (SQLAlchemy Core, migrations 0002/0003).
+"""The web layer's tables: API keys, name checks, deployment secrets, secrets waiting to be shown once (SQLAlchemy
+Core, migrations 0002/0003/0011).
 The audit log is `aggregator.records.schema.audit_log` (written by `aggregator.audit`).
 
 They live in the records database (SQLite by default, PostgreSQL with CERTQ_DATABASE_URL) so that every
@@ -11,7 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
-from sqlalchemy import Column, DateTime, Index, MetaData, String, Table
+from sqlalchemy import Column, DateTime, Index, MetaData, String, Table, Text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 metadata = MetaData()
@@ -47,6 +48,21 @@ deployment_secrets = Table(
     Column("name", String(64), primary_key=True),
     Column("value", String(128), nullable=False),  # hex
     Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# A secret made by a page's form (a webhook's signing secret), kept a few minutes for the one page after the
+# redirect that shows it (see `aggregator.web.onetime`): found by the digest of a random token, for one key in
+# one browser; deleted when shown.
+pending_secrets = Table(
+    "pending_secrets",
+    metadata,
+    Column("token_sha256", String(64), primary_key=True),  # sha256 of the token in the redirect's URL, hex
+    Column("key_id", String(32), nullable=False),  # the key that made it: only it may read it
+    Column("browser_sha256", String(64), nullable=False),  # sha256 of that browser's CSRF cookie, hex
+    Column("subject", String(64), nullable=False),  # what the secret is for (a webhook endpoint's id)
+    Column("secret", Text(), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Index("ix_pending_secrets_expires", "expires_at"),
 )
 
 

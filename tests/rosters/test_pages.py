@@ -98,8 +98,10 @@ def test_add_an_endpoint_see_its_secret_once_rotate_and_disable(client: TestClie
     token = csrf(client, "/employer")
     r = client.post("/employer/webhooks", data={"csrf": token, "url": PUBLIC_URL, "description": "HR 系统",
                                                 "event_types": ["status_changed", "expiry_approaching"]})
-    assert r.status_code == 201 and r.headers["cache-control"] == "no-store"
-    secret = _secret(r.text)
+    assert r.status_code == 303 and r.headers["location"].startswith("/employer/webhooks?shown=")
+    shown = client.get(r.headers["location"])  # POST/redirect/GET: a reload does not add a second endpoint
+    assert shown.status_code == 200 and shown.headers["cache-control"] == "no-store"
+    secret = _secret(shown.text)
     assert secret and secret.startswith("whsec_")
     [hook] = [w for w in client.get("/api/v1/webhooks", headers=env.auth("employer")).json()["webhooks"]
               if w["description"] == "HR 系统"]
@@ -111,7 +113,8 @@ def test_add_an_endpoint_see_its_secret_once_rotate_and_disable(client: TestClie
     assert "状态变化 status changed；即将到期 expiry approaching" in text
 
     rotated = client.post(f"/employer/webhooks/{hook['id']}/rotate", data={"csrf": token})
-    assert rotated.status_code == 200 and _secret(rotated.text) not in (None, secret)
+    assert rotated.status_code == 303
+    assert _secret(client.get(rotated.headers["location"]).text) not in (None, secret)
     assert "旧密钥有效至" in text_of(client.get("/employer").text)
 
     r = client.post(f"/employer/webhooks/{hook['id']}/enabled", data={"csrf": token, "enabled": "false"},
@@ -135,7 +138,7 @@ def test_the_delivery_log_shows_attempts_and_a_delivery_can_be_replayed(
     url, got = receiver
     rid = _roster(client, env)
     token = csrf(client, "/employer")
-    assert client.post("/employer/webhooks", data={"csrf": token, "url": url}).status_code == 201
+    assert client.post("/employer/webhooks", data={"csrf": token, "url": url}).status_code == 303
     [hook] = [w for w in client.get("/api/v1/webhooks", headers=env.auth("employer")).json()["webhooks"]
               if w["url"] == url]
     svc = client.app.state.services

@@ -1,13 +1,19 @@
 """The employer page's webhooks panel (part of the rosters section): the organisation's endpoints (the URL's host,
-event types, enabled or disabled and why), add one (its secret shown once, on the page that answers the form),
+event types, enabled or disabled and why), add one (its secret shown once, on the page after the redirect),
 rotate a secret, enable / disable, and one endpoint's delivery log (attempts, status codes, latency) with replay.
 
     GET  /employer?webhook=ID#webhooks                       the panel, with ID's delivery log (`context`)
-    POST /employer/webhooks                                  add (url, event_types*, description; CSRF) -> the page
-                                                             with the secret, once (no-store; never in a URL)
-    POST /employer/webhooks/{webhook_id}/rotate              a new secret (CSRF) -> the page with it, once
+    POST /employer/webhooks                                  add (url, event_types*, description; CSRF) -> 303
+                                                             /employer/webhooks?shown=TOKEN
+    POST /employer/webhooks/{webhook_id}/rotate              a new secret (CSRF) -> 303 /employer/webhooks?shown=TOKEN
+    GET  /employer/webhooks?shown=TOKEN                      the page with the new secret, once (no-store); again:
+                                                             the page without it, and a note that it was shown
     POST /employer/webhooks/{webhook_id}/enabled             enabled=true|false (CSRF) -> /employer?webhook=ID
     POST /employer/webhooks/deliveries/{delivery_id}/replay  (CSRF) -> /employer?webhook=ID
+
+POST/redirect/GET, so that reloading the page does not add a second endpoint or rotate again: the new secret is
+kept a few minutes in the database for this key and browser (`web.onetime`), never in a URL, a cookie or a log;
+the token in the URL only finds it, once.
 
 Everything goes through `services.webhooks` (SSRF checks, the organisation rule, the audit entries): a page
 handler only reads the form and chooses what to show. Employers and admins only (`roles.ROSTER_KEEPERS`).
@@ -26,11 +32,13 @@ from aggregator.errors import describe
 from aggregator.records.schema import EVENT_TYPES
 from aggregator.rosters.webhook_urls import UnsafeWebhookUrl
 from aggregator.web.access import services
-from aggregator.web.pages.render import CSRF_FIELD, csrf_failed, csrf_ok, html_errors
+from aggregator.web.onetime import OneTimeSecrets
+from aggregator.web.pages.render import CSRF_COOKIE, CSRF_FIELD, csrf_failed, csrf_ok, html_errors
 from aggregator.web.problems import RouteNotFound, Unprocessable
 from aggregator.web.roles import Principal
 
 PATH = "/employer"
+SHOWN_PATH = "/employer/webhooks"  # GET ?shown=TOKEN: the page after adding an endpoint or rotating its secret
 MAX_DELIVERIES = 50
 DELIVERY_WORDS = {"pending": "待发送 pending", "sending": "发送中 sending", "delivered": "已送达 delivered",
                   "failed": "失败 failed"}
@@ -85,13 +93,40 @@ async def _form(request: Request) -> tuple[dict[str, Any], list[str]] | None:
         await form.close()
 
 
-async def _with_secret(request: Request, principal: Principal, endpoint: Any, secret: str, *, status: int) -> Response:
-    """The employer page showing `secret` this once (the response is never cached)."""
-    from aggregator.web.pages.employer import render_employer
+def _pending(request: Request) -> OneTimeSecrets:
+    return OneTimeSecrets(services(request).webhooks.engine)
 
-    response = await render_employer(request, principal, {"webhook_secret": secret, "webhook_secret_for": endpoint.id,
-                                                           "webhook_secret_host": _host(endpoint.url)}, status=status)
-    response.headers["Cache-Control"] = "no-store"
+
+async def _show_after_redirect(request: Request, principal: Principal, endpoint: Any, secret: str) -> Response:
+    """303 to the page that shows `secret` once; the URL carries a token that finds it, not the secret."""
+    token = await _pending(request).keep(secret, subject=endpoint.id, key_id=principal.key_id or "",
+                                         browser=request.cookies.get(CSRF_COOKIE, ""))
+    return RedirectResponse(f"{SHOWN_PATH}?shown={token}#webhooks", status_code=303,
+                            headers={"Cache-Control": "no-store"})
+
+
+@html_errors
+async def shown(request: Request) -> Response:
+    """GET /employer/webhooks?shown=TOKEN: the employer page with the new secret, this once; a reload, another
+    key or another browser gets the page with a note instead."""
+    from aggregator.web.pages.employer import render_employer
+    from aggregator.web.pages.rosters import keeper
+
+    principal, login = await keeper(request)
+    if login is not None:
+        return login
+    token = request.query_params.get("shown")
+    if not token:
+        return RedirectResponse(f"{PATH}#webhooks", status_code=303)
+    found = await _pending(request).take(token, key_id=principal.key_id or "",
+                                         browser=request.cookies.get(CSRF_COOKIE, ""))
+    extra: dict[str, Any] = {"current": PATH}  # the navigation's employer page, and where sign-out returns to
+    if found is None:
+        extra["webhook_secret_gone"] = True
+    else:
+        extra.update(webhook_secret=found.secret, webhook_secret_for=found.subject)
+    response = await render_employer(request, principal, extra)  # no-store, as every page
+    response.headers["Referrer-Policy"] = "no-referrer"  # the token stays on this site
     return response
 
 
@@ -119,7 +154,7 @@ async def create(request: Request) -> Response:
                                                           "webhook_form": {"url": url, "types": types,
                                                                            "description": fields.get("description")}},
                                      status=422)
-    return await _with_secret(request, principal, endpoint, secret, status=201)
+    return await _show_after_redirect(request, principal, endpoint, secret)
 
 
 @html_errors
@@ -132,7 +167,7 @@ async def rotate(request: Request) -> Response:
     if await _form(request) is None:
         return csrf_failed(request)
     endpoint, secret = await services(request).webhooks.rotate(principal, str(request.path_params["webhook_id"]))
-    return await _with_secret(request, principal, endpoint, secret, status=200)
+    return await _show_after_redirect(request, principal, endpoint, secret)
 
 
 @html_errors
@@ -168,7 +203,8 @@ async def replay(request: Request) -> Response:
 
 
 routes = [
-    Route("/employer/webhooks", create, methods=["POST"], name="page_webhook_create"),
+    Route(SHOWN_PATH, create, methods=["POST"], name="page_webhook_create"),
+    Route(SHOWN_PATH, shown, methods=["GET"], name="page_webhook_shown"),
     Route("/employer/webhooks/{webhook_id}/rotate", rotate, methods=["POST"], name="page_webhook_rotate"),
     Route("/employer/webhooks/{webhook_id}/enabled", set_enabled, methods=["POST"], name="page_webhook_enabled"),
     Route("/employer/webhooks/deliveries/{delivery_id}/replay", replay, methods=["POST"], name="page_webhook_replay"),
