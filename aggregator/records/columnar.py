@@ -225,7 +225,7 @@ class ColumnarLane:
         table = table.with_columns(
             _through(table["raw_gender"], v._genders, v._gender).alias("gender"),
             _through(table["status_text"], v._status, v._status_of).alias("status"),
-            *(_through(table[f"raw_{d}"], v._dates, _iso).alias(d) for d in _DATE_ORDER),
+            *(_dates_through(table[f"raw_{d}"], v._dates).alias(d) for d in _DATE_ORDER),
             _born_ok(table["id"]).alias("born"),
         )
         refused = pl.any_horizontal(pl.col("gender", "status", *_DATE_ORDER).is_null())
@@ -305,6 +305,20 @@ def _born_ok(ids: pl.Series) -> pl.Series:
     births = ids.str.slice(6, 8)
     seen = {b: _birth_date_ok(b) for b in births.unique().to_list() if b is not None and b.isdigit()}
     return births.replace_strict(seen, default=False, return_dtype=pl.Boolean).fill_null(True) | ids.is_null()
+
+
+def _dates_through(values: pl.Series, cache: dict[Any, str]) -> pl.Series:
+    """ISO text of each date cell ("" for empty, null where `fields.parse_date` refuses it): a plain ISO date
+    of a plausible year is itself (as `parse_date` + `isoformat` make it), checked in polars; only the other
+    spellings (2024/1/2, 20240102, ...) go through `parse_date`, once per distinct value."""
+    import polars as pl
+
+    year = values.str.to_date("%Y-%m-%d", strict=False).dt.year()
+    plain = (values.str.contains(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$") & year.is_between(fields.MIN_YEAR, fields.MAX_YEAR))
+    plain = plain.fill_null(False)
+    others = _through(values.filter(~plain), cache, _iso)
+    out = pl.Series(values.name, [None] * len(values), dtype=pl.String)
+    return out.scatter(plain.arg_true(), values.filter(plain)).scatter((~plain).arg_true(), others)
 
 
 def _iso(text: str) -> str:
