@@ -219,7 +219,7 @@ class RecordIngest:
                         async for chunk in _chunks(upload):
                             tally.add(chunk)
                             if chunk.valid and (partial or not tally.rows_rejected):
-                                await insert(conn, chunk.all_records())
+                                await insert(conn, chunk)
                             if progress is not None:
                                 progress(tally.rows_total, chunk.bytes_done, upload.source.bytes_total)
                     else:
@@ -360,16 +360,25 @@ class RecordIngest:
         return report
 
     def _bulk_insert(self, batch_id: int, department: Department) -> Any:
-        """A coroutine function inserting record tuples (see `importer.RECORD_COLUMNS`) into this batch (SQLite;
-        PostgreSQL's rows go through one COPY, see `_copy_upload`)."""
+        """A coroutine function inserting a chunk's records into this batch (SQLite; PostgreSQL's rows go through
+        one COPY, see `_copy_upload`): the driver's own `executemany` (SQLAlchemy's adds ~25 % for nothing here).
+        A chunk of the columnar lane becomes parameter tuples column by column, its frame key column included."""
         sql = (
             f"INSERT INTO records (batch_id, department, is_current, {', '.join(RECORD_COLUMNS)}, frame_key) "
             f"VALUES ({int(batch_id)}, '{department.value}', 1, {', '.join('?' * len(RECORD_COLUMNS))}, ?)"
         )
 
-        async def insert_sqlite(conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> None:
-            keys = _frame_keys(department, rows)
-            await conn.exec_driver_sql(sql, list(map(tuple.__add__, rows, zip(keys))))
+        async def insert_sqlite(conn: AsyncConnection, chunk: Chunk) -> None:
+            if chunk.frame is None:
+                rows = chunk.records
+                params = list(map(tuple.__add__, rows, zip(_frame_keys(department, rows))))
+            else:
+                frame = chunk.frame_rows()
+                keys = keys_of(frame.select(key_text(department.value)).to_series().to_list())
+                params = list(zip(*(column.to_list() for column in frame.get_columns()), keys))
+            driver = (await conn.get_raw_connection()).driver_connection
+            cursor = await driver.executemany(sql, params)  # type: ignore[union-attr]
+            await cursor.close()
 
         return insert_sqlite
 
