@@ -10,7 +10,9 @@ current rows, `records.is_current`, and `LiveHistory.last`) is not touched.
 - An upload is in force for a department from its upload time on; per certificate (`Certificate.key`: number
   and, where one number covers several cards, the operation item or category) the row that counts is the one
   of the newest quarter among the batches uploaded by then (of one quarter, the latest upload), as
-  `records.is_current` decides it today.
+  `records.is_current` decides it today. A row is as of its batch's quarter, or of the quarter of the upload
+  by then that re-affirmed its batch (the same file for a newer quarter), by the rule today's lookups follow
+  (`reads.reaffirmed_columns`).
 - A live source's answer then: the newest row of `live_answers` first seen by then, for the very same query,
   or failing that the newest one that found the number (as `LiveHistory.last` chooses today).
 """
@@ -27,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from aggregator.models import CERTIFICATE_FIELDS, Certificate, Department, Outcome, Query, SourceResult
 from aggregator.numbers import normalise
 from aggregator.records.live import query_digest
-from aggregator.records.reads import LIVE, _certificate, as_utc
+from aggregator.records.reads import LIVE, _certificate, as_utc, reaffirmed_columns, row_as_of
 from aggregator.records.report import quarter_as_of
 from aggregator.records.schema import batches, live_answers, records
 
@@ -76,7 +78,7 @@ async def upload_in_force(
         batches.c.uploaded_at < before,
     )
     in_force = (
-        sa.select(batches.c.id, batches.c.quarter, batches.c.uploaded_at, batches.c.reaffirms)
+        sa.select(batches.c.id, batches.c.quarter, batches.c.uploaded_at)
         .where(uploaded)
         .order_by(batches.c.quarter.desc(), batches.c.id.desc())
         .limit(1)
@@ -85,7 +87,7 @@ async def upload_in_force(
     if id_number:
         wanted = sa.or_(wanted, records.c.holder_id_number == normalise(id_number))
     rows_query = (
-        sa.select(*_COLUMNS)
+        sa.select(*_COLUMNS, *reaffirmed_columns(batches, lambda b: b.c.uploaded_at < before))
         .select_from(records.join(batches, batches.c.id == records.c.batch_id))
         .where(records.c.department == department.value, uploaded, wanted)
     )
@@ -102,15 +104,7 @@ async def upload_in_force(
         if known is None or rank > known[0]:
             newest[cert.key()] = (rank, cert, row)
     chosen = sorted(newest.values(), key=lambda v: (v[1].number, v[1].category or "", v[1].operation_item or ""))
-    # A batch in force that re-affirms an earlier one (the same file uploaded for a newer quarter) vouches for
-    # that batch's rows as of its own quarter.
-    reaffirmed_as_of = quarter_as_of(head.quarter, as_utc(head.uploaded_at)) if head.reaffirms is not None else None
-    as_of = [
-        reaffirmed_as_of
-        if reaffirmed_as_of is not None and row.batch_id == head.reaffirms
-        else quarter_as_of(row.quarter, as_utc(row.uploaded_at))
-        for _, _, row in chosen
-    ]
+    as_of = [row_as_of(row)[1] for _, _, row in chosen]  # a re-affirmed batch's rows: as of the re-affirming upload
     return UploadThen(
         batch_id=head.id,
         quarter=head.quarter,
