@@ -4,6 +4,7 @@
     python bench/bench_web.py --redis                            # adds the Redis-cache rows (private redis-server)
     python bench/bench_web.py --duration 5 --load python         # shorter, without wrk
     python bench/bench_web.py --redis --instances 2              # adds two Redis instances against two bare ones
+    python bench/bench_web.py --redis --roles employer --compare-with /tmp/before   # this tree against a copy
 
 What runs (everything on loopback, every server in its own process, all started the same way):
 
@@ -20,7 +21,13 @@ What runs (everything on loopback, every server in its own process, all started 
   database: two instances of one deployment) and a second bare server. The "x2" rows load both instances of
   a pair at once, the connections (and wrk threads / load processes) split evenly between them; their req/s is
   the sum over both, their latency percentiles the worse of the two, and their ratio is against the two bare
-  servers loaded the same way (the aggregate aim of issue 13).
+  servers loaded the same way (the aggregate aim of issue 13);
+- with --compare-with DIR (a copy of the repository made before a change: its aggregator/, adapters/, config/ and
+  bench/), every certq server once more from that copy, on the same database and Redis, labelled "(before)"
+  and measured in the same run, each right after (odd rounds) or before (even rounds) its counterpart from this
+  tree; the summary adds each row's after/before ratio. The database is made by this tree, so the copy must know
+  its migrations (copy aggregator/records/migrations/versions/ over if newer ones came since; a copy's server
+  that cannot start says so in its log, kept with --keep).
 
 Each number is looked up twice before measuring (the second answer must come from the cache for every source
 that was asked), then wrk (`-t THREADS -c CONNS -d DURATION --latency`, a Lua script cycling through the
@@ -28,7 +35,9 @@ numbers) is run against each target in turn, first at --connections (the through
 then at --p99-connections (the latency figures); with --rounds N the whole sequence is repeated and each
 figure is the median. Rows: the public (anonymous) lookup, and the same lookup with an employer key and
 ?name= (which also writes one audit entry per lookup to the database; the count written is checked against
-the responses). Any non-2xx answer or socket error invalidates the run (reported, exit status 1).
+the responses). Any non-2xx answer or socket error invalidates the run (reported, exit status 1). Each row also
+reports the server process's CPU time per request (user + system, all its threads, from /proc, over the run):
+steadier than req/s on a shared machine, and what a request costs whoever else is running.
 
 Without wrk, or with --load python, THREADS load processes of the aiohttp client (CONNS/THREADS connections
 each, fixed duration, at most 1,000,000 requests a connection) stand in for it and the output says so; they
@@ -151,8 +160,11 @@ def serve_main(spec: dict[str, Any]) -> None:
 
 
 def start_server(name: str, spec: dict[str, Any], workdir: Path) -> Server:
+    """A server process; spec["tree"]: from that copy of the repository (its own bench_web.py and aggregator)."""
     spec = {**spec, "port": free_port()}
-    proc = start([sys.executable, __file__, "--serve-worker", json.dumps(spec)], workdir / f"server-{name}.log")
+    tree = Path(spec["tree"]) if spec.get("tree") else ROOT
+    argv = [sys.executable, str(tree / "bench" / "bench_web.py"), "--serve-worker", json.dumps(spec)]
+    proc = start(argv, workdir / f"server-{name}.log", cwd=tree)
     return Server(name, spec["port"], proc)
 
 
@@ -172,6 +184,7 @@ class Result:
     p99_ms: float
     max_ms: float
     rps: float = 0.0  # requests / seconds unless given (a median over rounds, a sum over instances)
+    cpu_us: float = 0.0  # the server process's CPU time (user + system, all threads) per request, µs
 
     def __post_init__(self) -> None:
         if not self.rps and self.seconds:
@@ -289,6 +302,7 @@ def median_result(rs: list[Result]) -> Result:
         p99_ms=statistics.median(r.p99_ms for r in rs),
         max_ms=max(r.max_ms for r in rs),
         rps=statistics.median(r.rps for r in rs),
+        cpu_us=statistics.median(r.cpu_us for r in rs),
     )
 
 
@@ -306,6 +320,7 @@ def combined(label: str, rs: list[Result]) -> Result:
         p99_ms=max(r.p99_ms for r in rs),
         max_ms=max(r.max_ms for r in rs),
         rps=sum(r.rps for r in rs),
+        cpu_us=sum(r.cpu_us * r.requests for r in rs) / max(1, sum(r.requests for r in rs)),
     )
 
 
@@ -405,6 +420,8 @@ def measure(args: argparse.Namespace, wrk: str | None, redis: BenchRedis | None)
             )  # fmt: skip
         if redis_url and args.instances == 2:  # the same deployment's second instance: same Redis, prefix, database
             certq_specs.append(("certq-redis-b", dict(certq_specs[-1][1])))
+        if args.compare_with:  # the same servers from the copy made before the change (same database, same Redis)
+            certq_specs += [(f"{name} before", {**spec, "tree": args.compare_with}) for name, spec in certq_specs]
         certq_servers = [start_server(name, spec, workdir) for name, spec in certq_specs]
         servers += certq_servers
         for s in certq_servers:
@@ -414,12 +431,13 @@ def measure(args: argparse.Namespace, wrk: str | None, redis: BenchRedis | None)
         employer_paths = lookup_paths(env, with_name=True)
         auth = {"Authorization": f"Bearer {env.employer_key}"}
         cache_label = {"certq": "memory cache", "certq-redis": "Redis cache"}
+        roles = [r for r in (("public", public_paths, {}), ("employer", employer_paths, auth)) if r[0] in args.roles]
         targets: list[Target] = []
         warmed: dict[str, dict[str, Any]] = {}
         # a row loaded on several instances at once: its label -> the other instances' targets
         also: dict[str, list[Target]] = {}
         for s in certq_servers:
-            for role, paths, headers in (("public", public_paths, {}), ("employer", employer_paths, auth)):
+            for role, paths, headers in roles:
                 if s.name == "certq-redis-b":
                     first = next(t for t in targets if t.label == f"certq, Redis cache, {role}")
                     t = Target(f"certq x2, Redis cache, {role}", first.server, paths, headers)
@@ -427,12 +445,26 @@ def measure(args: argparse.Namespace, wrk: str | None, redis: BenchRedis | None)
                     warm(second)
                     also[t.label] = [second]
                     warmed[t.label] = warmed[first.label]
+                elif s.name.endswith(" before"):
+                    label = f"certq, {cache_label[s.name.removesuffix(' before')]}, {role}"
+                    t = Target(f"{label} (before)", s, paths, headers)
+                    warmed[t.label] = warm(t)
                 else:
                     t = Target(f"certq, {cache_label[s.name]}, {role}", s, paths, headers)
                     warmed[t.label] = warm(t)
                 targets.append(t)
+        # each "(before)" row right after its counterpart (swapped in even rounds: see round_order)
+        labels = [t.label for t in targets]
+        targets.sort(key=lambda t: labels.index(t.label.removesuffix(" (before)")))
+        befores = {t.label.removesuffix(" (before)"): t.label for t in targets if t.label.endswith(" (before)")}
 
-        public_docs = warmed[targets[0].label]["docs"]
+        # the bare endpoint serves the public answers (asked here when the public rows are not loaded)
+        public_label = "certq, memory cache, public"
+        public_docs = (
+            warmed[public_label]["docs"]
+            if public_label in warmed
+            else warm(Target(public_label, certq_servers[0], public_paths))["docs"]
+        )
         docs_file = workdir / "docs.json"
         docs_file.write_text(json.dumps(public_docs, ensure_ascii=False), encoding="utf-8")
         bare = start_server("bare", {"kind": "bare", "docs": str(docs_file), **common}, workdir)
@@ -462,9 +494,13 @@ def measure(args: argparse.Namespace, wrk: str | None, redis: BenchRedis | None)
             print(f"    {t.label:38s} answer {min(sizes)}-{max(sizes)} bytes{extra}")
 
         def load_one(t: Target, threads: int, conns: int, duration: int) -> Result:
+            cpu = process_cpu_s(t.server.proc.pid)
             if wrk:
-                return run_wrk(wrk, t, threads, conns, duration, workdir)
-            return run_python_load(t, threads, conns, duration)
+                r = run_wrk(wrk, t, threads, conns, duration, workdir)
+            else:
+                r = run_python_load(t, threads, conns, duration)
+            r.cpu_us = (process_cpu_s(t.server.proc.pid) - cpu) / max(1, r.requests) * 1e6
+            return r
 
         def load(t: Target, conns: int, duration: int) -> Result:
             parts = [t, *also.get(t.label, [])]
@@ -489,18 +525,21 @@ def measure(args: argparse.Namespace, wrk: str | None, redis: BenchRedis | None)
                     f"\n{args.threads} threads, {conns} connections, {args.duration} s per target"
                     + (f"  (round {rnd} of {args.rounds})" if args.rounds > 1 else "")
                 )
-                for t in targets:
+                for t in round_order(targets, rnd):
                     r = load(t, conns, args.duration)
                     runs.setdefault((t.label, conns), []).append(r)
                     flag = "" if r.valid else "   <-- INVALID"
                     print(
-                        f"    {t.label:38s} {r.rps:9.0f} req/s  p50 {r.p50_ms:7.2f} ms  p90 {r.p90_ms:7.2f} ms"
+                        f"    {t.label:38s} {r.rps:9.0f} req/s  CPU {r.cpu_us:5.0f} µs/req  p50 {r.p50_ms:7.2f} ms"
+                        f"  p90 {r.p90_ms:7.2f} ms"
                         f"  p99 {r.p99_ms:7.2f} ms  max {r.max_ms:7.1f} ms  non-2xx {r.non2xx}"
                         f"  socket errors {r.socket_errors}{flag}"
                     )
         results = {key: median_result(rs) for key, rs in runs.items()}
         audit_after = audit_rows(env.sqlite_path)
-        employer_requests = sum(r.requests for (label, _), r in results.items() if label.endswith("employer"))
+        employer_requests = sum(
+            r.requests for (label, _), r in results.items() if label.removesuffix(" (before)").endswith("employer")
+        )
         print(
             f"\naudit entries written during the measured runs: {audit_after - audit_before}"
             f" (employer responses counted by the load generator: {employer_requests})"
@@ -513,9 +552,10 @@ def measure(args: argparse.Namespace, wrk: str | None, redis: BenchRedis | None)
         )
         print(
             f"| target | req/s, {args.connections} conns | ratio | req/s, {args.p99_connections} conns | ratio |"
-            f" p50, {args.p99_connections} conns | p99, {args.p99_connections} conns | non-2xx |"
+            f" p50, {args.p99_connections} conns | p99, {args.p99_connections} conns | server CPU µs/req,"
+            f" {args.connections} / {args.p99_connections} conns | non-2xx |"
         )
-        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         all_valid = True
         for t in targets:
             a, b = results[(t.label, args.connections)], results[(t.label, args.p99_connections)]
@@ -527,8 +567,20 @@ def measure(args: argparse.Namespace, wrk: str | None, redis: BenchRedis | None)
             ratio_b = "" if t.label.startswith("bare") else f"{b.rps / bare_p:.2f}"
             print(
                 f"| {t.label} | {a.rps:,.0f} | {ratio_a} | {b.rps:,.0f} | {ratio_b} | {b.p50_ms:.1f} ms |"
-                f" {b.p99_ms:.1f} ms | {a.non2xx + b.non2xx + a.socket_errors + b.socket_errors} |"
+                f" {b.p99_ms:.1f} ms | {a.cpu_us:.0f} / {b.cpu_us:.0f} |"
+                f" {a.non2xx + b.non2xx + a.socket_errors + b.socket_errors} |"
             )
+        if befores:
+            print(
+                f"\nafter / before (this tree's row over the copy's, {args.compare_with}), same run: req/s, and the"
+                " server's CPU µs per request before -> after"
+            )
+            for after, before in befores.items():
+                line = []
+                for c in (args.connections, args.p99_connections):
+                    a, b = results[(after, c)], results[(before, c)]
+                    line.append(f"{a.rps / b.rps:5.2f}x, CPU {b.cpu_us:5.0f} -> {a.cpu_us:5.0f} µs at {c} conns")
+                print(f"    {after:38s} {';  '.join(line)}")
         print("run valid (no non-2xx, no socket errors)" if all_valid else "RUN INVALID: non-2xx or socket errors")
         print("load average at end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
         if args.json:
@@ -545,6 +597,23 @@ def measure(args: argparse.Namespace, wrk: str | None, redis: BenchRedis | None)
             print(f"kept {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def process_cpu_s(pid: int) -> float:
+    """A process's CPU time so far, user + system, all its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def round_order(targets: list[Target], rnd: int) -> list[Target]:
+    """The targets in the order a round loads them: a "(before)" row after its counterpart in odd rounds, before
+    it in even ones (so that neither side always runs second)."""
+    out = list(targets)
+    if rnd % 2 == 0:
+        for i in range(len(out) - 1):
+            if out[i + 1].label == out[i].label + " (before)":
+                out[i], out[i + 1] = out[i + 1], out[i]
+    return out
 
 
 def warm_bare(target: Target, docs: dict[str, Any]) -> dict[str, Any]:
@@ -577,6 +646,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--instances", type=int, choices=[1, 2], default=1,
                    help="2: also two Redis-cache instances (one Redis, one database) against two bare servers")
     p.add_argument("--aim", type=float, default=0.5, help="the ratio aimed for")
+    p.add_argument("--roles", type=lambda v: [r.strip() for r in v.split(",")], default=["public", "employer"],
+                   help="rows to load: public, employer or both (comma-separated; default both)")
+    p.add_argument("--compare-with", default=None, metavar="DIR",
+                   help="also serve certq from this copy of the repository (rows labelled '(before)')")
     p.add_argument("--json", default=None, help="also write the raw results to this file")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (database, server logs)")
     args = p.parse_args()
@@ -588,6 +661,15 @@ def parse_args() -> argparse.Namespace:
         p.error("--threads must not exceed the connection counts")
     if args.instances == 2 and not (args.redis or args.redis_url):
         p.error("--instances 2 needs --redis (instances share their cache through Redis)")
+    if not args.roles or set(args.roles) - {"public", "employer"}:
+        p.error("--roles takes public, employer or public,employer")
+    if args.compare_with:
+        tree = Path(args.compare_with).resolve()
+        if not (tree / "bench" / "bench_web.py").is_file() or not (tree / "aggregator").is_dir():
+            p.error(f"--compare-with {tree}: not a copy of the repository (bench/bench_web.py, aggregator/)")
+        if args.instances == 2:
+            p.error("--compare-with is for one instance per server (not with --instances 2)")
+        args.compare_with = str(tree)
     return args
 
 

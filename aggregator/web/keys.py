@@ -15,11 +15,14 @@ hash speed, and a fast hash keeps authentication at microseconds per request. Th
 the hashes are compared in constant time.
 
 Authentication results are cached in process for `cache_s` seconds (default 2): a revocation through this
-process takes effect at once, one through another process (the CLI, another worker) within `cache_s`.
+process takes effect at once, one through another process (the CLI, another worker) within `cache_s`. When a
+key's entry has expired, the requests that present it meanwhile wait for one read of its row (not one each,
+which under load checked out a pooled connection per request every `cache_s`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import re
@@ -124,6 +127,7 @@ class KeyStore:
         self._cache_s = cache_s
         self._clock = clock
         self._cache: dict[str, tuple[float, ApiKey | None, str]] = {}  # key id -> (until, key, hash)
+        self._loading: dict[str, asyncio.Future[tuple[ApiKey | None, str]]] = {}  # key id -> its read in flight
 
     async def create(
         self, role: Role | str, label: str, *, department: Department | str | None = None
@@ -175,6 +179,7 @@ class KeyStore:
                 .values(revoked_at=datetime.now(UTC))
             )
         self._cache.pop(key_id, None)
+        self._loading.pop(key_id, None)  # a read that began before the revocation is not cached
         return True
 
     async def list_keys(self) -> list[ApiKey]:
@@ -197,13 +202,30 @@ class KeyStore:
         if cached and cached[0] > now:
             _, key, stored_hash = cached
         else:
-            key, stored_hash = await self._load(key_id)
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            self._cache[key_id] = (now + self._cache_s, key, stored_hash)
+            key, stored_hash = await self._read_once(key_id, now)
         if key is None or key.revoked or not hmac.compare_digest(stored_hash, hash_key(secret.strip())):
             raise InvalidKey()
         return key.principal()
+
+    async def _read_once(self, key_id: str, now: float) -> tuple[ApiKey | None, str]:
+        """The key's row, read once for every caller that asks while the read is in flight, then cached (unless
+        the key was revoked here meanwhile). A caller that gives up does not cancel the others' read."""
+        loading = self._loading.get(key_id)
+        if loading is None:
+            loading = asyncio.ensure_future(self._load(key_id))
+            self._loading[key_id] = loading
+
+            def loaded(done: asyncio.Future[tuple[ApiKey | None, str]]) -> None:
+                if self._loading.get(key_id) is not done:  # revoked meanwhile: not cached
+                    return
+                del self._loading[key_id]
+                if not done.cancelled() and done.exception() is None:
+                    if len(self._cache) > 10_000:
+                        self._cache.clear()
+                    self._cache[key_id] = (now + self._cache_s, *done.result())
+
+            loading.add_done_callback(loaded)
+        return await asyncio.shield(loading)
 
     async def _load(self, key_id: str) -> tuple[ApiKey | None, str]:
         async with self._engine.connect() as conn:

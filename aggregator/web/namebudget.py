@@ -23,14 +23,24 @@ Where the tried names live, so that the budget holds across processes and machin
   (tried already → yes; fewer than the budget → add, yes; else no), expiring an hour after the day ends.
   Calls that arrive while a script call is in flight go together into the next one (one round trip for
   many requests; the script decides their pairs in order, call after call, as separate calls would).
-- the database table `name_checks` without Redis and while Redis is down (`RedisHealth`): one write
-  transaction per call that reads what the caller tried and inserts what is new, serialised per caller and
-  day (SQLite: BEGIN IMMEDIATE; PostgreSQL: an advisory transaction lock), so concurrent requests on any
-  instance never admit more than the budget. Rows of past days are deleted once a day per process.
+- the database table `name_checks` without Redis and while Redis is down (`RedisHealth`): a write
+  transaction that reads what the callers tried and inserts what is new, serialised per caller and day
+  (SQLite: BEGIN IMMEDIATE; PostgreSQL: advisory transaction locks, taken in sorted order), so concurrent
+  requests on any instance never admit more than the budget. Calls that arrive while a transaction is being
+  written go together into the next one, decided in arrival order as separate transactions would; an error
+  reaches every call of that transaction (`namechecks.DatabaseNames`). Rows of past days are deleted once a
+  day per process.
+
+What was decided stays decided for the day: a name tried already stays admitted, and a name refused stays
+refused (rows and set members are only added during their day). So each process keeps the day's decisions
+(per caller and digest, up to `KNOWN_MAX`) and answers a call whose names were all decided before without
+asking Redis or the database: a re-check costs no round trip, and reveals nothing the caller was not told
+already. Names not seen before are always asked.
 
 While Redis is down the database keeps its own count, so a caller can get at most twice the budget for a
-certificate on a day Redis fails. If neither can be asked, `NameBudgetUnavailable` is raised: the caller
-then treats the name as not checked (fail closed; the answer says why).
+certificate on a day Redis fails. If neither can be asked (about a name not decided earlier that day),
+`NameBudgetUnavailable` is raised: the caller then treats the name as not checked (fail closed; the answer
+says why).
 """
 
 from __future__ import annotations
@@ -40,27 +50,23 @@ import hashlib
 import hmac
 import ipaddress
 import logging
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aggregator.merge import normalise_name
 from aggregator.models import Answer, NameCheck
-from aggregator.records.database import dialect_insert
 from aggregator.resilience.health import RedisHealth
+from aggregator.web.namechecks import DatabaseNames
 from aggregator.web.roles import FULL_VIEW_ROLES, Principal
-from aggregator.web.tables import deployment_secret, name_checks, write_transaction
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PER_CERTIFICATE = 5
 TTL_MARGIN_S = 3600  # Redis sets live until an hour after their UTC day ends
-_LOCK_CLASS = 7346  # PostgreSQL advisory lock namespace (records.store uses 7345)
-_CHUNK = 500  # numbers per IN (...) query
+KNOWN_MAX = 20_000  # the day's decisions kept per process, (caller, digest) -> admitted (a few MB at most)
 
 
 _LUA = """
@@ -138,87 +144,6 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _pg_lock_key(caller: str, day: str) -> int:
-    """An int4 for pg_advisory_xact_lock(class, key) from a caller and day."""
-    return int.from_bytes(hashlib.sha256(f"{caller}|{day}".encode()).digest()[:4], "big", signed=True)
-
-
-async def _serialise(conn: AsyncConnection, caller: str, day: str) -> None:
-    """Make concurrent transactions of one caller and day take turns (SQLite's BEGIN IMMEDIATE already does)."""
-    if conn.dialect.name == "postgresql":
-        lock = {"c": _LOCK_CLASS, "k": _pg_lock_key(caller, day)}
-        await conn.execute(text("SELECT pg_advisory_xact_lock(:c, :k)"), lock)
-
-
-def _insert_absent(conn: AsyncConnection) -> Any:
-    """An INSERT that skips rows already present."""
-    return dialect_insert(conn.dialect.name, name_checks).on_conflict_do_nothing()
-
-
-class DatabaseNames:
-    """The tried names in the `name_checks` table (every instance on one database shares them)."""
-
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
-        self._pruned: str | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def admit_many(
-        self, caller: str, day: str, items: Sequence[tuple[str, str]], budget: int, now: datetime
-    ) -> list[bool]:
-        """For each (number, digest), in order: True if it was tried already today or fits the budget (then
-        it is recorded), else False. One write transaction, serialised per caller and day."""
-        self._prune_before(day)
-        async with write_transaction(self._engine) as conn:
-            await _serialise(conn, caller, day)
-            numbers = sorted({number for number, _ in items})
-            tried: dict[str, set[str]] = defaultdict(set)
-            for i in range(0, len(numbers), _CHUNK):
-                stmt = select(name_checks.c.number, name_checks.c.name_digest).where(
-                    name_checks.c.caller == caller,
-                    name_checks.c.day == day,
-                    name_checks.c.number.in_(numbers[i : i + _CHUNK]),
-                )
-                for number, digest in (await conn.execute(stmt)).all():
-                    tried[number].add(digest)
-            out: list[bool] = []
-            new: list[dict[str, Any]] = []
-            for number, digest in items:
-                seen = tried[number]
-                if digest in seen:
-                    out.append(True)
-                elif len(seen) < budget:
-                    seen.add(digest)
-                    new.append({"caller": caller, "number": number, "day": day, "name_digest": digest, "at": now})
-                    out.append(True)
-                else:
-                    out.append(False)
-            if new:
-                await conn.execute(_insert_absent(conn), new)
-        return out
-
-    async def salt(self) -> bytes:
-        """The deployment's random HMAC key, made by whichever instance asks first."""
-        return await deployment_secret(self._engine, "name_digest_key")
-
-    def _prune_before(self, day: str) -> None:
-        """Once a day per process, in the background: delete the rows of past days."""
-        if self._pruned == day:
-            return
-        self._pruned = day
-
-        async def prune() -> None:
-            try:
-                async with write_transaction(self._engine) as conn:
-                    await conn.execute(delete(name_checks).where(name_checks.c.day < day))
-            except Exception as e:  # noqa: BLE001 - tomorrow's clean-up tries again
-                log.warning("could not delete past name checks: %s", e)
-
-        task = asyncio.get_running_loop().create_task(prune(), name="certq-name-checks-prune")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-
 _Waiting = tuple[str, date, list[tuple[str, str]], "asyncio.Future[list[bool]]"]  # caller, day, pairs, answer
 
 
@@ -247,6 +172,8 @@ class NameBudget:
         self.health = health or RedisHealth(timeout_s=0.25, recheck_s=1.0, name="Redis (name checks)")
         self._waiting: list[_Waiting] = []  # Redis calls queued for the next script call
         self._sender: asyncio.Task[None] | None = None
+        self._known: dict[tuple[str, str], bool] = {}  # the day's decisions: (caller, digest) -> admitted
+        self._known_day: str | None = None
 
     async def admit(self, caller: str, number: str, name: str) -> bool:
         """Whether `caller` may have `name` checked against certificate `number` (already normalised) now."""
@@ -263,16 +190,43 @@ class NameBudget:
         day = now.date().isoformat()
         key = await self._key()
         items = [(number, self.digest(key, number, name)) for number, name in pairs]
+        known = self._decided(caller, day, items)
+        if known is not None:
+            return known
         if self._script is None:
-            return await self._database(caller, day, items, now)
+            answers = await self._database(caller, day, items, now)
+        else:
 
-        async def shared() -> list[bool]:
-            return await self._redis(caller, now.date(), items)
+            async def shared() -> list[bool]:
+                return await self._redis(caller, now.date(), items)
 
-        async def local() -> list[bool]:
-            return await self._database(caller, day, items, now)
+            async def local() -> list[bool]:
+                return await self._database(caller, day, items, now)
 
-        return await self.health.call(shared, local)
+            answers = await self.health.call(shared, local)
+        self._remember(caller, day, items, answers)
+        return answers
+
+    def _decided(self, caller: str, day: str, items: Sequence[tuple[str, str]]) -> list[bool] | None:
+        """The answers when every name of the call was decided earlier today (see the module doc), else None."""
+        if day != self._known_day:
+            return None
+        out = []
+        for _, digest in items:
+            ok = self._known.get((caller, digest))
+            if ok is None:
+                return None
+            out.append(ok)
+        return out
+
+    def _remember(self, caller: str, day: str, items: Sequence[tuple[str, str]], answers: list[bool]) -> None:
+        if self._known_day is not None and day < self._known_day:  # asked just before midnight: nothing to keep
+            return
+        if day != self._known_day or len(self._known) + len(items) > KNOWN_MAX:
+            self._known.clear()
+            self._known_day = day
+        for (_, digest), ok in zip(items, answers, strict=True):
+            self._known[(caller, digest)] = ok
 
     @staticmethod
     def digest(key: bytes, number: str, name: str) -> str:
