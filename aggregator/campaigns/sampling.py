@@ -116,7 +116,9 @@ def population_filter(population: Population, dialect: str = "postgresql") -> li
         b = batches.c
         of_quarter = sa.union(
             sa.select(b.id).where(b.quarter == p.quarter, b.status.in_(["imported", "partial"])),
-            sa.select(b.reaffirms).where(b.quarter == p.quarter, b.reaffirms.is_not(None)),
+            sa.select(b.reaffirms).where(
+                b.quarter == p.quarter, b.reaffirms.is_not(None), b.status.in_(["imported", "partial"])
+            ),
         )
         terms.append(records.c.batch_id.in_(of_quarter))
     if p.valid_on:

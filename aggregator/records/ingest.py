@@ -384,18 +384,44 @@ class RecordIngest:
 
     async def _supersede(self, conn: AsyncConnection, department: Department, span: dict[str, Any]) -> tuple[int, int]:
         """Keep one current row per certificate: the one from the newest (quarter, batch). Returns how many
-        older rows this batch superseded and how many of its own rows were already outdated."""
+        older rows this batch superseded and how many of its own rows were already outdated.
+
+        A batch the department re-affirmed (the same file uploaded for a newer quarter, `batches.reaffirms`)
+        counts as of its newest re-affirming batch: a late file for an older quarter does not replace rows the
+        department vouched for since."""
         cur, false = _current(self._sqlite), "0" if self._sqlite else "FALSE"
         n_sub, o_sub, r_sub = _sub_key(department, "n"), _sub_key(department, "o"), _sub_key(department, "records")
+        vouched = (
+            await conn.execute(
+                sa.select(batches.c.reaffirms, batches.c.quarter, batches.c.id)
+                .where(
+                    batches.c.department == department.value,
+                    batches.c.reaffirms.is_not(None),
+                    batches.c.status.in_(LIVE),
+                )
+                .order_by(batches.c.quarter, batches.c.id)
+            )
+        ).all()
+        newest = {int(row.reaffirms): (row.quarter, int(row.id)) for row in vouched}  # the last one wins
+        params = dict(span)
+        quarter, batch = "ob.quarter", "ob.id"
+        if newest:  # (a handful of batches at most: as constants, not a subquery per row)
+            cases_q, cases_i = [], []
+            for k, (original, (q, i)) in enumerate(newest.items()):
+                params.update({f"vo{k}": original, f"vq{k}": q, f"vi{k}": i})
+                cases_q.append(f"WHEN :vo{k} THEN :vq{k}")
+                cases_i.append(f"WHEN :vo{k} THEN :vi{k}")
+            quarter = f"(CASE ob.id {' '.join(cases_q)} ELSE ob.quarter END)"
+            batch = f"(CASE ob.id {' '.join(cases_i)} ELSE ob.id END)"
         outdated = await conn.execute(
             sa.text(
                 f"UPDATE records SET is_current = {false} "
                 f"WHERE id BETWEEN :lo AND :hi AND batch_id = :b AND {cur} AND EXISTS ("
                 f" SELECT 1 FROM records o JOIN batches ob ON ob.id = o.batch_id"
                 f" WHERE o.department = :d AND o.number = records.number AND o.{cur} AND o.batch_id <> :b"
-                f" AND {o_sub} = {r_sub} AND (ob.quarter > :q OR (ob.quarter = :q AND ob.id > :b)))"
+                f" AND {o_sub} = {r_sub} AND ({quarter} > :q OR ({quarter} = :q AND {batch} > :b)))"
             ),
-            span,
+            params,
         )
         superseded = await conn.execute(
             sa.text(

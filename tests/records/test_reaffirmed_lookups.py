@@ -140,3 +140,24 @@ async def test_the_answer_names_the_re_affirmed_quarter_and_its_as_of(tmp_path: 
         after = next(s for s in (await gw.lookup(ZHANG)).sources if s.source == "mem_records")
     assert (before.message, before.data_as_of) == ("上报批次 2026Q1", end_of("2026Q1"))
     assert (after.message, after.data_as_of) == ("上报批次 2026Q2", end_of("2026Q2"))
+
+
+async def test_a_late_file_for_an_older_quarter_does_not_replace_rows_the_department_vouched_for_since(
+    store, tmp_path
+) -> None:
+    """F for 2026Q1, the same F for 2026Q2, then a late correction H for 2026Q1: F's rows count as 2026Q2's, so
+    H's row of the same certificate is outdated on arrival (kept as history), not the one in force."""
+    f = write_csv(tmp_path / "f.csv", [mem_row()])
+    h = write_csv(tmp_path / "h.csv", [mem_row(status="暂扣")])
+    await store.import_file(f, department="mem", quarter="2026Q1")
+    await store.import_file(f, department="mem", quarter="2026Q2")
+
+    late = await store.import_file(h, department="mem", quarter="2026Q1")
+
+    assert (late.status.value, late.superseded, late.outdated) == ("imported", 0, 1)
+    hit = await store.find("mem", number=ZHANG)
+    assert hit.quarter == "2026Q2" and [c.status.value for c in hit.certificates] == ["valid"]
+
+    newer = await store.import_file(h, department="mem", quarter="2026Q3")  # a newer quarter still replaces it
+    assert (newer.superseded, newer.outdated) == (1, 0)
+    assert [c.status.value for c in (await store.find("mem", number=ZHANG)).certificates] == ["suspended"]
