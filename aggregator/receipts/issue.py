@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import base64
 import secrets
 from collections.abc import MutableMapping
 from datetime import UTC, datetime, timedelta
@@ -43,7 +44,9 @@ async def issue_receipt(
     """Sign `view` (the answer as `role` may see it) as a receipt, keep it, and return it with its check."""
     await store.publish(key)
     show_matched_names(answer, view, name)
-    receipt_id = secrets.token_urlsafe(16)  # 128 random bits
+    # 128 random bits in lower-case base32 (26 characters of a-z2-7): never starts with "-" (which a command line
+    # would take for an option: `certq receipts show ID`), reads aloud and types from a printed receipt
+    receipt_id = base64.b32encode(secrets.token_bytes(16)).decode().rstrip("=").lower()
     issued_at = (now or datetime.now(UTC)).replace(microsecond=0)
     valid_until = issued_at + timedelta(days=settings.valid_days)
     vc = document.credential(
