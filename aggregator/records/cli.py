@@ -214,16 +214,37 @@ def print_report(report: BatchReport, *, limit: int | None) -> None:
         console.print(f"  … {hidden:,} more problems not shown{more}")
 
 
+WIDE = 120  # columns from which uploads are listed as a table; narrower terminals get two lines per upload
+
+
 def summaries_table(batches: list[BatchSummary]) -> Table:
-    table = Table("id", "department", "quarter", "file", "uploaded (UTC)", "by", "rows", "imported", "rejected", "status")
-    for column in table.columns:  # long cells fold, nothing is cut; ids, quarters and counts never wrap
+    table = Table(
+        "编号\nid", "部门\ndepartment", "季度\nquarter", "文件\nfile", "上传\nuploaded (UTC)", "上传人\nby",
+        "行数\nrows", "导入\nimported", "拒绝\nrejected", "状态\nstatus",
+    )
+    for column in table.columns:  # long cells fold, nothing is cut; all but the file name and uploader never wrap
         column.overflow = "fold"
-        column.no_wrap = column.header in ("id", "quarter", "rows", "imported", "rejected", "status")
+        column.no_wrap = column.header not in ("文件\nfile", "上传人\nby")
     for b in batches:
         table.add_row(
             str(b.id), b.department.value, b.quarter, b.file_name, f"{b.uploaded_at:%Y-%m-%d %H:%M}", b.uploaded_by,
             f"{b.rows_total:,}", f"{b.rows_imported:,}", f"{b.rows_rejected:,}", b.status.value,
         )
+    return table
+
+
+def summaries_lines(batches: list[BatchSummary]) -> Table:
+    """The same for a narrow terminal (80 columns): per upload, what and how it went, then where it came from."""
+    table = Table.grid(padding=(0, 1))
+    table.add_column(no_wrap=True, justify="right")
+    table.add_column(overflow="fold")
+    for b in batches:
+        table.add_row(
+            f"#{b.id}",
+            f"[bold]{b.department.value} {b.quarter}[/bold]  {b.status.value}  "
+            f"{b.rows_imported:,}/{b.rows_total:,} 行导入 rows imported, {b.rows_rejected:,} 拒绝 rejected",
+        )
+        table.add_row("", f"[dim]{b.file_name} · {b.uploaded_at:%Y-%m-%d %H:%M} UTC · {b.uploaded_by}[/dim]")
     return table
 
 
@@ -252,7 +273,7 @@ def uploads_list(department: str | None, limit: int, as_json: bool, as_csv: bool
     elif not batches:
         console.print("还没有上传 (no uploads yet)")
     else:
-        console.print(summaries_table(batches))
+        console.print(summaries_table(batches) if console.width >= WIDE else summaries_lines(batches))
 
 
 @uploads_group.command("show")

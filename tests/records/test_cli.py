@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from rich.cells import cell_len
 
 from aggregator.cli import main
 from aggregator.records import RecordStore
@@ -198,3 +199,25 @@ def test_uploads_list_on_an_empty_database_says_there_are_none(db) -> None:
     result = certq("uploads", "list", "--db", db)
 
     assert result.exit_code == 0 and "no uploads yet" in result.stdout
+
+
+@pytest.mark.parametrize("columns", [80, 140])
+def test_uploads_list_reads_at_80_columns_and_as_a_table_on_a_wide_terminal(db, good_file, tmp_path, monkeypatch,
+                                                                            columns) -> None:
+    from aggregator.records import cli as records_cli
+    from aggregator.records.cli import console
+
+    assert import_file(good_file, db).exit_code == 0
+    assert import_file(write_csv(tmp_path / "mem-bad.csv", [mem_row(BAD_CHECK, "王五")]), db, quarter="2026Q2").exit_code
+    monkeypatch.setattr(console, "_width", columns)
+    with console.capture() as captured:
+        records_cli.uploads_list.callback(None, 50, False, False, db)
+    lines = captured.get().splitlines()
+
+    assert all(cell_len(line.rstrip()) <= columns for line in lines)  # CJK characters take two cells
+    text = "\n".join(lines)
+    if columns == 80:  # two lines per upload, newest first: what and how it went, then the file
+        assert "#2 mem 2026Q2  rejected" in text and "#1 mem 2026Q1  imported  2/2" in text
+        assert "mem-2026Q1.csv ·" in text
+    else:
+        assert "mem-2026Q1.csv" in text and "rejected" in text and "编号" in text
