@@ -297,6 +297,9 @@ def audit_command(ctx: click.Context, limit: int, key_id: str | None, number: st
                                   ensure_ascii=False))  # fmt: skip
     elif as_csv:
         click.echo(to_csv(page.items, labels=labels, show_holder=True), nl=False)
+    elif not page.items:
+        console.print("没有符合条件的审计记录 (no audit entries match; keyed lookups, uploads and key changes are "
+                      "recorded, public lookups only as counts)")
     else:
         table = Table("时间 (UTC)", "机构（角色） who", "操作 action", "编号 number", "结论 verdict", "name check",
                       "用途 purpose")  # fmt: skip

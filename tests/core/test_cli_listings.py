@@ -67,4 +67,6 @@ def test_uploads_sources_and_audit_list_as_json_and_csv(run, tmp_path: Path) -> 
     code, out = run("sources")
     assert code == 0 and "mem_records" in out and max(map(len, out.splitlines())) <= 80
     assert list(csv.DictReader(io.StringIO(run("audit", "--csv")[1]))) == []
+    code, out = run("audit")  # nothing yet: a sentence saying what is recorded, not an empty table
+    assert code == 0 and "no audit entries match" in out and "┃" not in out
     assert json.loads(run("recognition", "--json")[1])["entries"][0]["entry"] == 1
