@@ -97,6 +97,13 @@ def test_monitoring_form_and_a_webhook_endpoint_created_and_listed(browser, serv
         assert "启用 enabled" in row.inner_text() and "状态变化" in row.inner_text()
         _check(page, f"employer-webhook-created-{width}")
 
+        page.reload()  # the page after the redirect: a reload shows a note, never the secret or a second endpoint
+        page.locator("#webhooks").wait_for()
+        assert page.locator("#webhook-secret-value").count() == 0 and secret not in page.content()
+        assert "只显示一次" in page.locator("#webhooks").inner_text()
+        assert page.locator("table.webhooks tr", has_text=host).count() == 1
+        _check(page, f"employer-webhook-reloaded-{width}")
+
         page.goto(base + "/employer#webhooks")  # listed, and the secret is not shown again
         row = page.locator("table.webhooks tr", has_text=host)
         row.wait_for()
