@@ -107,10 +107,6 @@ class ColumnarLane:
             or (validator.dept in (Department.MEM, Department.SAMR) and fields.ID_NUMBER not in columns)
         ):
             return None
-        try:
-            import polars  # noqa: F401  (an optional speed-up: without it every file is read row by row)
-        except ImportError:
-            return None
         with path.open("rb") as f:  # the header's lines: plain too, so that line numbers are the bytes' lines
             head = f.read(min(source.bytes_total, 1024 * 1024))
         offset = 0
