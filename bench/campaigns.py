@@ -3,6 +3,7 @@
     .venv/bin/python bench/campaigns.py                              # SQLite; PostgreSQL too when configured
     CERTQ_BENCH_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/test .venv/bin/python bench/campaigns.py
     .venv/bin/python bench/campaigns.py --rows 200000 --only draw    # a smaller population, one part
+    .venv/bin/python bench/campaigns.py --only draw --compare-with /tmp/before-draw   # A/B against an older tree
 
 (a) draw: a stratified sample (by issuer and by province, proportional) of --sample (10,000) from --rows
     (1,000,000) current records, on SQLite and on PostgreSQL (a private schema, dropped afterwards). Baseline in
@@ -123,9 +124,23 @@ async def drop_schema(url: str, schema: str) -> None:
         await conn.close()
 
 
-async def time_draws(store: RecordStore, sample: int, repeat: int) -> dict[str, Any]:
+def load_draw(tree: Path) -> Any:
+    """`draw` of the sampling module of another tree (a copy from before a change), for a same-process A/B; the rest
+    of `aggregator` comes from this tree."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("before_sampling", tree / "aggregator/campaigns/sampling.py")
+    assert spec and spec.loader, tree
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module.draw
+
+
+async def time_draws(store: RecordStore, sample: int, repeat: int, draws: dict[str, Any]) -> dict[str, Any]:
+    """Each round: the baseline pass, then each stratifier drawn by each of `draws` in turn (A/B alternated)."""
     baseline_q = sa.text("SELECT issuer, count(*) FROM records WHERE is_current GROUP BY issuer")
-    out: dict[str, Any] = {"baseline": [], "issuer": [], "province": []}
+    out: dict[str, Any] = {"baseline": []}
     first: dict[str, Any] = {}
     for _ in range(repeat):
         t = time.perf_counter()
@@ -134,26 +149,41 @@ async def time_draws(store: RecordStore, sample: int, repeat: int) -> dict[str, 
         out["baseline"].append(time.perf_counter() - t)
         for by in ("issuer", "province"):
             design = Design(n=sample, method="stratified", stratify_by=by, allocation="proportional", seed=2026)
-            t = time.perf_counter()
-            drawn = await draw(store.engine, Population(), design)
-            out[by].append(time.perf_counter() - t)
-            first.setdefault(by, (drawn.population, len(drawn.items), len(drawn.strata), drawn.frame_digest))
+            for name, fn in draws.items():
+                t = time.perf_counter()
+                drawn = await fn(store.engine, Population(), design)
+                out.setdefault((name, by), []).append(time.perf_counter() - t)
+                first.setdefault((name, by), (drawn.population, len(drawn.items), len(drawn.strata),
+                                              drawn.frame_digest))  # fmt: skip
     out["shape"] = first
     return out
 
 
-def report_draws(name: str, timed: dict[str, Any]) -> None:
+def report_draws(name: str, timed: dict[str, Any], draws: dict[str, Any]) -> None:
     base = min(timed["baseline"])
     print(f"  {name}: baseline pass (issuer GROUP BY) {base:.2f} s (best of {len(timed['baseline'])})")
     for by in ("issuer", "province"):
-        best = min(timed[by])
-        population, n, strata, digest = timed["shape"][by]
-        print(f"  {name}: stratified by {by}: {best:.2f} s best, {max(timed[by]):.2f} s worst; "
-              f"{n:,} of {population:,} in {strata} strata; {best / base:.1f}x the baseline pass; digest {digest[:12]}")
+        for which in draws:
+            best = min(timed[(which, by)])
+            population, n, strata, digest = timed["shape"][(which, by)]
+            label = f" [{which}]" if len(draws) > 1 else ""
+            print(
+                f"  {name}: stratified by {by}{label}: {best:.2f} s best, {max(timed[(which, by)]):.2f} s worst; "
+                f"{n:,} of {population:,} in {strata} strata; {best / base:.1f}x the baseline pass; "
+                f"digest {digest[:12]}"
+            )
+        if len(draws) > 1:
+            a, b = (min(timed[(w, by)]) for w in draws)
+            same = len({timed["shape"][(w, by)] for w in draws}) == 1
+            print(f"  {name}: by {by}: {'/'.join(draws)} = {a / b:.2f} (best to best); the same sample: {same}")
 
 
 async def part_draw(args: argparse.Namespace) -> None:
     print(f"(a) draw: {args.sample:,} from {args.rows:,} records")
+    draws = {"this": draw}
+    if args.compare_with:
+        draws["before"] = load_draw(Path(args.compare_with))
+        print(f"  A/B: this tree's draw and {args.compare_with}'s, alternated in each round")
     t = time.perf_counter()
     data = rows(args.rows)
     print(f"  generated in {time.perf_counter() - t:.1f} s")
@@ -161,10 +191,10 @@ async def part_draw(args: argparse.Namespace) -> None:
         url = await load_sqlite(Path(tmp) / "records.sqlite3", data)
         store = await RecordStore.open(url)
         try:
-            sqlite = await time_draws(store, args.sample, args.repeat)
+            sqlite = await time_draws(store, args.sample, args.repeat, draws)
         finally:
             await store.close()
-        report_draws("SQLite", sqlite)
+        report_draws("SQLite", sqlite, draws)
     pg = os.environ.get("CERTQ_BENCH_DATABASE_URL") or os.environ.get("CERTQ_TEST_DATABASE_URL")
     if pg and not args.skip_pg:
         pg = pg.replace("postgresql://", "postgresql+asyncpg://", 1) if pg.startswith("postgresql://") else pg
@@ -172,10 +202,10 @@ async def part_draw(args: argparse.Namespace) -> None:
         try:
             store = await load_postgres(pg, schema, data)
             try:
-                timed = await time_draws(store, args.sample, args.repeat)
+                timed = await time_draws(store, args.sample, args.repeat, draws)
             finally:
                 await store.close()
-            report_draws("PostgreSQL", timed)
+            report_draws("PostgreSQL", timed, draws)
             same = timed["shape"] == sqlite["shape"]
             print(f"  the same sample on both (population, size, strata, digest): {same}")
         finally:
@@ -239,6 +269,8 @@ def main() -> None:
     p.add_argument("--holders", type=int, default=400, help="sandbox holders in (b)")
     p.add_argument("--only", choices=("draw", "checks"))
     p.add_argument("--skip-pg", action="store_true")
+    p.add_argument("--compare-with", metavar="TREE", help="(a): also draw with TREE/aggregator/campaigns/sampling.py "
+                   "(a copy from before a change), alternated with this tree's in each round")  # fmt: skip
     args = p.parse_args()
     if args.only in (None, "draw"):
         asyncio.run(part_draw(args))
