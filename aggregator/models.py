@@ -121,6 +121,17 @@ class Query(BaseModel):
         return "|".join([self.number, self.name or "", self.id_number or ""])
 
 
+#: What, besides the number, tells a department's certificates apart (the first of these fields that is set):
+#: MEM and MOHRSS issue several cards under one number (the holder's ID), one per operation item; a SAMR number
+#: (the ID) carries one card per 从业种类 whose 持证项目 grow over time; a MOHURD number is one card. The one
+#: definition behind `Certificate.key`, the records' frame key and the SQL that groups records by certificate.
+SUB_KEY_FIELDS: dict[Department, tuple[str, ...]] = {
+    Department.MEM: ("operation_item", "category"),
+    Department.MOHRSS: ("operation_item", "category"),
+    Department.SAMR: ("category",),
+}
+
+
 class Certificate(BaseModel):
     """One certificate in canonical form, whichever source it came from. Each field's `title` is its Chinese
     label and `description` its English one: every page, card and table takes its labels from here."""
@@ -149,11 +160,7 @@ class Certificate(BaseModel):
     def key(self) -> tuple[str, str, str]:
         """What identifies one certificate across sources: department, number and, for departments whose
         number is the holder's ID (one number, several cards), the operation item or category."""
-        sub = ""
-        if self.department in (Department.MEM, Department.MOHRSS):
-            sub = self.operation_item or self.category or ""
-        elif self.department == Department.SAMR:  # every SAMR licence of a holder carries the ID as its number
-            sub = self.category or ""
+        sub = next((v for f in SUB_KEY_FIELDS.get(self.department, ()) if (v := getattr(self, f))), "")
         return (self.department.value, self.number, sub)
 
     def effective_status(self, today: date) -> CertStatus:

@@ -42,7 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from aggregator.campaigns.filters import Design, Population
 from aggregator.campaigns.regions import city_sql, province_sql
-from aggregator.models import CERTIFICATE_FIELDS
+from aggregator.models import CERTIFICATE_FIELDS, SUB_KEY_FIELDS
 from aggregator.records.schema import batches, records
 
 NO_VALUE = "未填"  # the stratum of records without the stratifying value
@@ -83,11 +83,8 @@ class Drawn:
 def sub_key() -> Any:
     """What tells apart the cards of one number, as SQL (as `Certificate.key()`; never NULL)."""
     c = records.c
-    return sa.case(
-        (c.department.in_(["mem", "mohrss"]), sa.func.coalesce(c.operation_item, c.category, "")),
-        (c.department == "samr", sa.func.coalesce(c.category, "")),
-        else_="",
-    )
+    whens = [(c.department == d.value, sa.func.coalesce(*(c[f] for f in sub), "")) for d, sub in SUB_KEY_FIELDS.items()]
+    return sa.case(*whens, else_="")
 
 
 def stratum_of(design: Design) -> Any:

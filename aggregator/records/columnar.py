@@ -43,6 +43,7 @@ from aggregator.records.report import UnreadableFile
 from aggregator.records.validate import (
     _CHECK_BY_REMAINDER,
     _DATE_ORDER,
+    CACHE_MOST,
     MAX_TEXT,
     Chunk,
     RowValidator,
@@ -338,7 +339,7 @@ def _through(values: pl.Series, cache: dict[Any, str], convert: Callable[[str], 
                 known = convert(value)
             except fields.FieldError:
                 continue
-            if len(cache) < 200_000:  # bounded, as RowValidator._cached keeps it
+            if len(cache) < CACHE_MOST:
                 cache[value] = known
         table[value] = known
     return values.replace_strict(table, default=None, return_dtype=pl.String)

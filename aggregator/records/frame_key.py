@@ -16,16 +16,15 @@ from collections.abc import Iterable
 from hashlib import blake2b
 from typing import Any
 
+from aggregator.models import SUB_KEY_FIELDS, Department
+
 MASK = (1 << 63) - 1
 
 
 def sub_key(department: str, category: str | None, operation_item: str | None) -> str:
-    """What tells apart the cards of one number (as `Certificate.key()` and `campaigns.sampling.sub_key`)."""
-    if department in ("mem", "mohrss"):
-        return operation_item or category or ""
-    if department == "samr":
-        return category or ""
-    return ""
+    """What tells apart the cards of one number (`models.SUB_KEY_FIELDS`, as `Certificate.key()`)."""
+    values = {"category": category, "operation_item": operation_item}
+    return next((v for f in SUB_KEY_FIELDS.get(Department(department), ()) if (v := values[f])), "")
 
 
 def frame_key(department: str, number: str, sub: str, holder_id_number: str | None) -> int:
@@ -44,12 +43,7 @@ def key_text(department: str) -> Any:
     import's path: the text is built in polars, only the hashing is Python)."""
     import polars as pl
 
-    if department in ("mem", "mohrss"):
-        sub = pl.coalesce(pl.col("operation_item"), pl.col("category"), pl.lit(""))
-    elif department == "samr":
-        sub = pl.coalesce(pl.col("category"), pl.lit(""))
-    else:
-        sub = pl.lit("")
+    sub = pl.coalesce(*(pl.col(f) for f in SUB_KEY_FIELDS.get(Department(department), ())), pl.lit(""))
     holder = pl.col("holder_id_number").fill_null("")
     return pl.concat_str([pl.lit(f"{department}|"), pl.col("number"), pl.lit("|"), sub, pl.lit("|"), holder])
 
@@ -63,11 +57,7 @@ def frame_keys(
 ) -> list[int]:
     """`frame_key` of each record of one department, given column by column (the importer's hot path)."""
     prefix = department + "|"
-    by_item = department in ("mem", "mohrss")
-    by_category = department == "samr"
-    texts: list[str] = []
-    append = texts.append
-    for number, category, item, holder in zip(numbers, categories, operation_items, holders):
-        sub = (item or category or "") if by_item else (category or "") if by_category else ""
-        append(f"{prefix}{number}|{sub}|{holder or ''}")
-    return keys_of(texts)
+    return keys_of(
+        f"{prefix}{number}|{sub_key(department, category, item)}|{holder or ''}"
+        for number, category, item, holder in zip(numbers, categories, operation_items, holders)
+    )

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from aggregator.config import DepartmentConfig
-from aggregator.models import Department
+from aggregator.models import SUB_KEY_FIELDS, Department
 from aggregator.records import importer
 from aggregator.records.database import LOCK_CLASS, write_transaction
 from aggregator.records.frame_key import frame_keys, key_text, keys_of
@@ -488,14 +488,9 @@ def _current(sqlite: bool) -> str:
 
 
 def _sub_key(department: Department, alias: str) -> str:
-    """SQL for what, besides the number, tells a department's certificates apart (see `Certificate.key`):
-    MEM and MOHRSS issue several cards under one number (the holder's ID), one per operation item; a SAMR
-    number (the ID) carries one card per 从业种类 whose 持证项目 grow over time; a MOHURD number is one card."""
-    if department in (Department.MEM, Department.MOHRSS):
-        return f"COALESCE({alias}.operation_item, {alias}.category, '')"
-    if department == Department.SAMR:
-        return f"COALESCE({alias}.category, '')"
-    return "''"
+    """SQL for what, besides the number, tells a department's certificates apart (`models.SUB_KEY_FIELDS`)."""
+    fields = SUB_KEY_FIELDS.get(department, ())
+    return f"COALESCE({', '.join(f'{alias}.{f}' for f in fields)}, '')" if fields else "''"
 
 
 async def _live_batch(conn: AsyncConnection, department: Department, sha256: str, quarter: str) -> int | None:

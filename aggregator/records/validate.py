@@ -58,6 +58,7 @@ RECORD_COLUMNS: tuple[str, ...] = (
 )
 DATE_COLUMNS: frozenset[str] = frozenset(fields.DATE_FIELDS)
 MAX_TEXT = 500  # a longer cell is a misaligned row or garbage, not data
+CACHE_MOST = 200_000  # values remembered per cache of a file: bounded memory on a million distinct spellings
 
 Problem = tuple[int, str | None, str | None, str]  # line, column, value, reason (cheap to collect)
 
@@ -502,7 +503,7 @@ class RowValidator:
                 continue
             if iso:
                 converted = converted.isoformat() if converted else ""
-            if len(cache) > 200_000:  # bounded memory on a file of a million distinct spellings
+            if len(cache) > CACHE_MOST:
                 seed = cache[""]
                 cache.clear()
                 cache[""] = seed

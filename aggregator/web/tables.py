@@ -8,12 +8,12 @@ gateway instance sees the same keys and writes to one log.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 from sqlalchemy import Column, DateTime, Index, MetaData, String, Table, Text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from aggregator.records.database import write_transaction
 
 metadata = MetaData()
 
@@ -64,16 +64,6 @@ pending_secrets = Table(
     Column("expires_at", DateTime(timezone=True), nullable=False),
     Index("ix_pending_secrets_expires", "expires_at"),
 )
-
-
-@asynccontextmanager
-async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """A transaction that writes: on SQLite it takes the write lock up front (BEGIN IMMEDIATE, see
-    `records.store`), so two writers never deadlock upgrading a read lock."""
-    async with engine.connect() as conn:
-        await conn.execution_options(certq_write=True)
-        async with conn.begin():
-            yield conn
 
 
 async def deployment_secret(engine: AsyncEngine, name: str, *, nbytes: int = 32) -> bytes:
